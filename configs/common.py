@@ -1,0 +1,43 @@
+"""Helpers shared by the experiment configs."""
+
+import ml_collections
+
+
+def parse_arg(arg, **defaults):
+    """Parses a config argument string such as `"quick"` or `"target=0.3,cost=params"`.
+
+    A bare name sets a boolean default to True; `key=value` converts `value` to
+    the type of the default. Unknown keys are an error, so a typo never passes
+    silently.
+
+    Args:
+        arg: Str or None, comma-separated items.
+        **defaults: The accepted keys and their default values.
+
+    Returns:
+        An `ml_collections.ConfigDict` of the parsed values.
+
+    Raises:
+        ValueError: for an unknown key or a value of the wrong type.
+    """
+    parsed = dict(defaults)
+    for item in filter(None, (arg or "").split(",")):
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if key not in defaults:
+            raise ValueError(f"Unhandled config arg {key!r}; accepted: {sorted(defaults)}. Received: arg={arg!r}")
+        default = defaults[key]
+        if not value:
+            if not isinstance(default, bool):
+                raise ValueError(f"Config arg {key!r} needs a value ({key}=...). Received: arg={arg!r}")
+            parsed[key] = True
+        elif isinstance(default, bool):
+            parsed[key] = value.lower() in ("1", "true", "yes")
+        else:
+            try:
+                parsed[key] = type(default)(value)
+            except ValueError as error:
+                raise ValueError(
+                    f"Config arg {key!r} must be a {type(default).__name__}. Received: {key}={value!r}"
+                ) from error
+    return ml_collections.ConfigDict(parsed)

@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfrobustprune import attacks
+
+EPS = 8 / 255
+
+
+@pytest.fixture
+def loss_of(tiny_model, labels):
+    return attacks.cross_entropy_of(tiny_model, tf.constant(labels), training=False)
+
+
+@pytest.mark.parametrize("name", ["fgsm", "fgsm_rs", "pgd"])
+def test_attacks_stay_in_the_ball_and_the_image_range(name, loss_of, images):
+    x = tf.constant(images)
+    x_adv = attacks.make_training_attack(name, EPS, steps=3)(loss_of, x).numpy()
+    assert np.abs(x_adv - images).max() <= EPS + 1e-6
+    assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+    assert np.abs(x_adv - images).max() > EPS / 2  # it moved
+
+
+def test_n_fgsm_is_unprojected_but_bounded(loss_of, images):
+    x_adv = attacks.make_training_attack("n_fgsm", EPS)(loss_of, tf.constant(images)).numpy()
+    assert np.abs(x_adv - images).max() <= 3 * EPS + 1e-6  # noise 2 eps + step eps
+    assert np.abs(x_adv - images).max() > EPS  # no projection to the eps-ball
+    assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+
+
+def test_pgd_raises_the_loss(loss_of, images):
+    x = tf.constant(images)
+    tf.random.set_seed(0)
+    x_adv = attacks.pgd(loss_of, x, EPS, 2 / 255, 5)
+    assert float(loss_of(x_adv)) > float(loss_of(x))
+
+
+def test_none_and_zero_epsilon_return_the_input(loss_of, images):
+    x = tf.constant(images)
+    assert attacks.make_training_attack("none", EPS)(loss_of, x) is x
+    assert attacks.make_training_attack("pgd", 0.0)(loss_of, x) is x
+
+
+def test_unknown_attack_and_bad_epsilon_are_rejected():
+    with pytest.raises(ValueError, match=r"Received: attack='cw'"):
+        attacks.make_training_attack("cw", EPS)
+    with pytest.raises(ValueError, match=r"Received: epsilon=2"):
+        attacks.make_training_attack("pgd", 2)
+
+
+def test_default_steps():
+    assert attacks.default_step("fgsm_rs", EPS) == pytest.approx(10 / 255)
+    assert attacks.default_step("pgd", EPS) == pytest.approx(2 / 255)

@@ -1,0 +1,130 @@
+import keras
+import numpy as np
+import pytest
+
+import tfrobustprune
+from tfrobustprune import RobustPruneCallback, RobustPruneModel, data, lambda_schedule
+
+
+def _compiled(network, **kwargs):
+    model = RobustPruneModel(network, **kwargs)
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    return model
+
+
+def test_train_steps_lower_the_loss_on_real_images(sample):
+    keras.utils.set_random_seed(0)
+    network = tfrobustprune.gate(tfrobustprune.models.cifar_resnet(depth=8, width=8))
+    model = _compiled(network, attack="fgsm_rs", target_ratio=1.0)
+    x = sample.x_train[:256].astype("float32") / 255.0
+    y = sample.y_train[:256]
+    history = model.fit(x, y, batch_size=64, epochs=6, verbose=0, shuffle=False)
+    loss = history.history["loss"]
+    assert loss[-1] < loss[0] - 0.1
+    assert set(history.history) >= {"loss", "ce", "hw_loss", "cost_ratio", "accuracy"}
+
+
+def test_hardware_loss_drives_the_cost_toward_the_target(sample):
+    keras.utils.set_random_seed(0)
+    network = tfrobustprune.gate(tfrobustprune.models.cifar_resnet(depth=8, width=8), init_logit=1.0)
+    model = _compiled(network, attack="none", target_ratio=0.5, hw_lambda=2.0, gate_learning_rate=0.1)
+    ds = data.train_dataset(sample.x_train[:512], sample.y_train[:512], 64)
+    history = model.fit(ds, epochs=4, verbose=0)
+    assert history.history["cost_ratio"][-1] < 0.8
+    assert model.cost_model.ratio("macs") < 0.8
+
+
+def test_weights_and_gates_use_separate_optimizers(tiny_gated_model):
+    model = _compiled(tiny_gated_model)
+    gate_ids = {id(v) for v in model.gate_variables}
+    assert gate_ids and not gate_ids & {id(v) for v in model.weight_variables}
+    assert len(model.gate_variables) + len(model.weight_variables) == len(tiny_gated_model.trainable_variables)
+
+
+def test_freeze_stops_gate_updates(sample, tiny_gated_model):
+    model = _compiled(tiny_gated_model, hw_lambda=5.0, target_ratio=0.2)
+    model.freeze_gates()
+    before = [np.array(v) for v in model.gate_variables]
+    model.fit(sample.x_train[:64].astype("float32") / 255, sample.y_train[:64], batch_size=32, epochs=1, verbose=0)
+    for old, new in zip(before, model.gate_variables):
+        np.testing.assert_array_equal(old, np.array(new))
+    assert model.gates_frozen()
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(attack="cw"), r"Received: attack='cw'"),
+        (dict(target_ratio=1.5), r"Received: target_ratio=1.5"),
+        (dict(cost_metric="flops"), r"Received: cost_metric='flops'"),
+        (dict(epsilon=-0.1), r"Received: epsilon=-0.1"),
+        (dict(hw_loss="l2"), r"Received: hw_loss='l2'"),
+    ],
+)
+def test_bad_arguments_are_rejected(tiny_gated_model, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        RobustPruneModel(tiny_gated_model, **kwargs)
+
+
+def test_ungated_network_is_rejected(tiny_model):
+    with pytest.raises(ValueError, match="no ChannelGate"):
+        RobustPruneModel(tiny_model)
+
+
+def test_lambda_schedule():
+    assert [lambda_schedule(e, 2.0, warmup_epochs=1, ramp_epochs=2) for e in range(5)] == [0.0, 1.0, 2.0, 2.0, 2.0]
+    assert lambda_schedule(0, 3.0) == 3.0
+
+
+def test_callback_freezes_at_the_epoch_and_meets_the_target(sample):
+    keras.utils.set_random_seed(0)
+    network = tfrobustprune.gate(tfrobustprune.models.cifar_resnet(depth=8, width=8))
+    model = _compiled(network, attack="none", target_ratio=0.4, cost_metric="params")
+    callback = RobustPruneCallback(lambda_max=1.0, freeze_epoch=1)
+    history = model.fit(
+        sample.x_train[:128].astype("float32") / 255,
+        sample.y_train[:128],
+        batch_size=64,
+        epochs=2,
+        verbose=0,
+        callbacks=[callback],
+    )
+    assert history.history["gates_frozen"] == [0.0, 1.0]
+    ratio = model.cost_model.ratio("params")
+    assert 0.38 <= ratio <= 0.4
+    assert history.history["hard_cost_ratio"][-1] == pytest.approx(ratio)
+    assert any(k.startswith("width/stream:") for k in history.history)
+
+
+def test_callback_restores_best_weights_on_catastrophic_overfitting(sample, monkeypatch):
+    keras.utils.set_random_seed(0)
+    network = tfrobustprune.gate(tfrobustprune.models.cifar_resnet(depth=8, width=4))
+    model = _compiled(network, attack="fgsm_rs")
+    probe = (sample.x_val[:16], sample.y_val[:16])
+    callback = RobustPruneCallback(probe_data=probe, max_drop=0.2)
+    accuracies = iter([0.40, 0.45, 0.10, 0.50])
+    snapshots = []
+    monkeypatch.setattr(callback, "_probe_pgd_accuracy", lambda: next(accuracies))
+
+    class Snapshot(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            snapshots.append([np.array(w) for w in self.model.get_weights()])
+
+    history = model.fit(
+        sample.x_train[:64].astype("float32") / 255,
+        sample.y_train[:64],
+        batch_size=32,
+        epochs=4,
+        verbose=0,
+        callbacks=[callback, Snapshot()],
+    )
+    assert len(history.epoch) == 3  # stopped at the collapse
+    assert callback.collapsed_at == 2
+    for restored, best in zip(model.get_weights(), snapshots[1]):
+        np.testing.assert_array_equal(restored, best)
+
+
+def test_robust_prune_model_config_round_trip(tiny_gated_model):
+    model = RobustPruneModel(tiny_gated_model, attack="n_fgsm", target_ratio=0.3, cost_metric="params")
+    clone = RobustPruneModel.from_config(model.get_config())
+    assert (clone.attack, clone.target_ratio, clone.cost_metric) == ("n_fgsm", 0.3, "params")

@@ -1,0 +1,116 @@
+"""Validation of training configs: one clear line per mistake, before any work starts."""
+
+from tfrobustprune import attacks, data, models
+from tfrobustprune.cost import COST_METRICS
+from tfrobustprune.robust_model import HW_LOSSES
+
+
+class ConfigError(ValueError):
+    """A config field holds a value the trainer cannot use; the message names the field."""
+
+
+def _require(condition, field, allowed, value):
+    if not condition:
+        raise ConfigError(f"config.{field}: expected {allowed}. Received: {value!r}")
+
+
+def _get(config, path):
+    node = config
+    for key in path.split("."):
+        try:
+            node = node[key]
+        except (KeyError, TypeError) as error:
+            raise ConfigError(f"config.{path}: missing field.") from error
+    return node
+
+
+def _number(config, path):
+    value = _get(config, path)
+    _require(isinstance(value, int | float) and not isinstance(value, bool), path, "a number", value)
+    return value
+
+
+def validate(config):
+    """Checks every field the trainer reads; raises `ConfigError` naming the first bad one.
+
+    Args:
+        config: An `ml_collections.ConfigDict` (see configs/resnet20_cifar10.py).
+
+    Raises:
+        ConfigError: with the field, the allowed values and what was received.
+    """
+    model_name = _get(config, "model_name")
+    _require(model_name in models.MODELS, "model_name", f"one of {sorted(models.MODELS)}", model_name)
+    source = _get(config, "data.source")
+    _require(source in data.SOURCES, "data.source", f"one of {list(data.SOURCES)}", source)
+    if source == "npz":
+        path = _get(config, "data.path")
+        _require(isinstance(path, str) and path, "data.path", "a directory of .npz files", path)
+    if source == "tfds":
+        name = _get(config, "data.name")
+        _require(
+            name in ("cifar10", "cifar100", "svhn_cropped"),
+            "data.name",
+            "one of ['cifar10', 'cifar100', 'svhn_cropped']",
+            name,
+        )
+    for key in ("train_size", "eval_size"):
+        value = _get(config, f"data.{key}")
+        _require(isinstance(value, int) and value >= 0, f"data.{key}", "an integer >= 0 (0: all)", value)
+    val_size = _get(config, "data.val_size")
+    _require(isinstance(val_size, int) and val_size >= 1, "data.val_size", "an integer >= 1", val_size)
+
+    attack = _get(config, "attack.name")
+    _require(attack in attacks.ATTACKS, "attack.name", f"one of {list(attacks.ATTACKS)}", attack)
+    epsilon = _number(config, "attack.epsilon")
+    _require(0.0 <= epsilon <= 64 / 255, "attack.epsilon", "a budget in [0, 64/255] pixels (e.g. 8/255)", epsilon)
+    step = _number(config, "attack.step")
+    _require(0.0 <= step <= 1.0, "attack.step", "a step in [0, 1] pixels (0: the attack's default)", step)
+    pgd_steps = _get(config, "attack.pgd_steps")
+    _require(
+        isinstance(pgd_steps, int) and 1 <= pgd_steps <= 1000, "attack.pgd_steps", "an integer in [1, 1000]", pgd_steps
+    )
+
+    epochs = _get(config, "train.epochs")
+    _require(isinstance(epochs, int) and epochs >= 1, "train.epochs", "an integer >= 1", epochs)
+    batch = _get(config, "train.batch_size")
+    _require(isinstance(batch, int) and 1 <= batch <= 65536, "train.batch_size", "an integer in [1, 65536]", batch)
+    lr = _number(config, "train.learning_rate")
+    _require(0.0 < lr <= 10.0, "train.learning_rate", "a float in (0, 10]", lr)
+    cost = _get(config, "train.cost")
+    _require(cost in COST_METRICS, "train.cost", f"one of {list(COST_METRICS)}", cost)
+    target = _number(config, "train.target_ratio")
+    _require(0.0 < target <= 1.0, "train.target_ratio", "a ratio in (0, 1]", target)
+    hw_loss = _get(config, "train.hw_loss")
+    _require(hw_loss in HW_LOSSES, "train.hw_loss", f"one of {list(HW_LOSSES)}", hw_loss)
+    for key in ("lambda_max", "weight_decay", "momentum"):
+        value = _number(config, f"train.{key}")
+        _require(value >= 0.0, f"train.{key}", "a number >= 0", value)
+    gate_lr = _number(config, "train.gate_learning_rate")
+    _require(gate_lr > 0.0, "train.gate_learning_rate", "a number > 0", gate_lr)
+    for key in ("lambda_warmup_epochs", "lambda_ramp_epochs", "lr_warmup_epochs"):
+        value = _get(config, f"train.{key}")
+        _require(isinstance(value, int) and value >= 0, f"train.{key}", "an integer >= 0", value)
+    freeze = _get(config, "train.freeze_epoch")
+    _require(
+        freeze is None or (isinstance(freeze, int) and freeze >= 0),
+        "train.freeze_epoch",
+        "an integer >= 0 or None",
+        freeze,
+    )
+
+    min_channels = _get(config, "gates.min_channels")
+    _require(isinstance(min_channels, int) and min_channels >= 1, "gates.min_channels", "an integer >= 1", min_channels)
+    min_fraction = _number(config, "gates.min_fraction")
+    _require(0.0 <= min_fraction < 1.0, "gates.min_fraction", "a fraction in [0, 1)", min_fraction)
+    width = _get(config, "model").get("width", 16)
+    _require(
+        min_channels <= width, "gates.min_channels", f"at most the narrowest layer ({width} channels)", min_channels
+    )
+
+    probe = _get(config, "guard.probe_size")
+    _require(isinstance(probe, int) and probe >= 0, "guard.probe_size", "an integer >= 0 (0: no guard)", probe)
+    drop = _number(config, "guard.max_drop")
+    _require(0.0 < drop <= 1.0, "guard.max_drop", "a fraction in (0, 1]", drop)
+    eval_steps = _get(config, "eval.pgd_steps")
+    _require(isinstance(eval_steps, int) and eval_steps >= 1, "eval.pgd_steps", "an integer >= 1", eval_steps)

@@ -1,0 +1,231 @@
+"""`RobustPruneModel`: adversarial training with a hardware-cost loss on a gated network."""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from tfrobustprune import attacks as attacks_lib
+from tfrobustprune.cost import COST_METRICS, CostModel
+from tfrobustprune.gating import gate_layers
+
+HW_LOSSES = ("two_sided", "hinge")
+
+
+def scale_by_shared_rms(grads, mean_square, decay=0.999):
+    """Divides gradients by a running RMS shared by all of them (one scalar, not one per entry).
+
+    Args:
+        grads: List of gradient tensors.
+        mean_square: Scalar `keras.Variable`, running mean of the squared
+            gradient entries; 0 means "not started" and takes the first value.
+        decay: Float, running-average decay.
+
+    Returns:
+        List of scaled gradients.
+    """
+    count = sum(int(g.shape.num_elements()) for g in grads)
+    batch_ms = sum(ops.sum(ops.square(g)) for g in grads) / count
+    updated = ops.where(mean_square > 0.0, decay * mean_square + (1.0 - decay) * batch_ms, batch_ms)
+    mean_square.assign(updated)
+    return [g / (ops.sqrt(updated) + 1e-12) for g in grads]
+
+
+@keras.saving.register_keras_serializable(package="tfrobustprune")
+class RobustPruneModel(keras.Model):
+    """Trains a gated network on adversarial examples with a hardware loss.
+
+    Each training step crafts adversarial examples with the chosen attack, then
+    minimises
+
+        cross_entropy(model(x_adv), y) + hw_lambda * max(cost / target - 1, 0)
+
+    where `cost` is the model's parameter or MAC count relative to the dense
+    network, a differentiable function of the channel gates (`CostModel`).
+    Network weights use the compiled optimizer. Gate logits use their own plain
+    SGD on the gate gradient divided by a running RMS shared by all gates
+    (`scale_by_shared_rms`): steps are about `gate_learning_rate` whatever the
+    loss scale, yet keep the relative sizes of the gradients, so channels close
+    in the order of (marginal cost minus importance), and when the hardware
+    loss switches off the remaining task gradient moves the gates only as much
+    as its size warrants. Per-logit normalisation (Adam) moves every logit at
+    the same speed: all gates cross the threshold together and the network
+    collapses to its floors. Weight decay never touches the gates.
+    `hw_lambda` and the gate learning rate are variables: `RobustPruneCallback`
+    schedules the first and freezes the gates by zeroing the second.
+
+    Args:
+        network: A gated functional model (`tfrobustprune.gate(...)`) mapping
+            images in [0, 1] to logits.
+        attack: One of "fgsm_rs" (default), "n_fgsm", "pgd", "fgsm", "none".
+        epsilon: Float in [0, 1], L-infinity budget in pixels (8/255 on CIFAR-10).
+        step: Float or None; None picks the attack's usual step (1.25 * eps for
+            fgsm_rs, eps for n_fgsm, 2/255 for pgd).
+        pgd_steps: Int, iterations of the "pgd" training attack.
+        cost_metric: "params" or "macs".
+        target_ratio: Float in (0, 1], target cost relative to the dense network.
+        hw_lambda: Float >= 0, initial weight of the hardware loss.
+        gate_learning_rate: Float > 0, RMS step of the gate logits per training step.
+        hw_loss: "two_sided" (default) or "hinge", see `hardware_loss`.
+        **kwargs: `keras.Model` keyword arguments, e.g. `name`.
+
+    Example:
+
+    >>> model = RobustPruneModel(tfrobustprune.gate(resnet20()), target_ratio=0.5)
+    >>> model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    >>> model.fit(train_ds, epochs=30, callbacks=[RobustPruneCallback(lambda_max=2.0)])
+    """
+
+    def __init__(
+        self,
+        network,
+        attack="fgsm_rs",
+        epsilon=8 / 255,
+        step=None,
+        pgd_steps=10,
+        cost_metric="macs",
+        target_ratio=0.5,
+        hw_lambda=0.0,
+        gate_learning_rate=0.01,
+        hw_loss="two_sided",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if attack not in attacks_lib.ATTACKS:
+            raise ValueError(f"`attack` must be one of {attacks_lib.ATTACKS}. Received: attack={attack!r}")
+        if not 0.0 <= epsilon <= 1.0:
+            raise ValueError(f"`epsilon` must be in [0, 1] (pixels, e.g. 8/255). Received: epsilon={epsilon}")
+        if cost_metric not in COST_METRICS:
+            raise ValueError(f"`cost_metric` must be one of {COST_METRICS}. Received: cost_metric={cost_metric!r}")
+        if not 0.0 < target_ratio <= 1.0:
+            raise ValueError(f"`target_ratio` must be in (0, 1]. Received: target_ratio={target_ratio}")
+        if hw_loss not in HW_LOSSES:
+            raise ValueError(f"`hw_loss` must be one of {HW_LOSSES}. Received: hw_loss={hw_loss!r}")
+        if hw_lambda < 0:
+            raise ValueError(f"`hw_lambda` must be >= 0. Received: hw_lambda={hw_lambda}")
+        if gate_learning_rate <= 0:
+            raise ValueError(f"`gate_learning_rate` must be > 0. Received: gate_learning_rate={gate_learning_rate}")
+        self.network = network
+        self.attack, self.epsilon, self.step, self.pgd_steps = attack, float(epsilon), step, int(pgd_steps)
+        self.cost_metric, self.target_ratio = cost_metric, float(target_ratio)
+        self.initial_hw_lambda, self.gate_learning_rate = float(hw_lambda), float(gate_learning_rate)
+        self.hw_loss = hw_loss
+        self.cost_model = CostModel(network)
+        self.gates = gate_layers(network)
+        if not self.gates:
+            raise ValueError("`network` has no ChannelGate layers; pass `tfrobustprune.gate(model)`.")
+        self._attack_fn = attacks_lib.make_training_attack(attack, self.epsilon, step, pgd_steps)
+        self.hw_lambda = keras.Variable(self.initial_hw_lambda, trainable=False, name="hw_lambda")
+        self.gate_optimizer = keras.optimizers.SGD(self.gate_learning_rate, name="gate_sgd")
+        self.gate_grad_ms = keras.Variable(0.0, trainable=False, name="gate_grad_mean_square")
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.ce_tracker = keras.metrics.Mean(name="ce")
+        self.hw_tracker = keras.metrics.Mean(name="hw_loss")
+        self.ratio_tracker = keras.metrics.Mean(name="cost_ratio")
+        self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self.built = True  # the network is a built functional model
+
+    def call(self, inputs, training=False):
+        return self.network(inputs, training=training)
+
+    @property
+    def gate_variables(self):
+        """The gate logits (trained by `gate_optimizer`)."""
+        return [g.logits for g in self.gates]
+
+    @property
+    def weight_variables(self):
+        """Trainable variables other than gate logits (trained by `optimizer`)."""
+        gate_ids = {id(v) for v in self.gate_variables}
+        return [v for v in self.network.trainable_variables if id(v) not in gate_ids]
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.ce_tracker, self.hw_tracker, self.ratio_tracker, self.accuracy_tracker]
+
+    def compile(self, optimizer="sgd", loss=None, **kwargs):
+        """Like `keras.Model.compile`; the loss defaults to cross entropy on logits."""
+        loss = loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        super().compile(optimizer=optimizer, loss=loss, **kwargs)
+        self.gate_optimizer.build(self.gate_variables)
+
+    def hardware_loss(self):
+        """`(loss, ratio)`: the hardware loss and the differentiable cost ratio.
+
+        "hinge" is `max(ratio / target - 1, 0)`; "two_sided" is
+        `|ratio / target - 1|`, which also pulls back up when the task gradient
+        keeps closing channels below the target (seen on short runs).
+        """
+        ratio = self.cost_model.ratio(self.cost_metric, differentiable=True)
+        excess = ratio / self.target_ratio - 1.0
+        return (ops.relu(excess) if self.hw_loss == "hinge" else ops.abs(excess)), ratio
+
+    def adversarial_examples(self, x, y):
+        """Runs the training attack on a batch (BN in training mode, as in Wong et al. 2020)."""
+
+        def loss_of(x_in):
+            logits = self.network(x_in, training=True)
+            return ops.sum(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+
+        return self._attack_fn(loss_of, x)
+
+    def _update_metrics(self, loss, ce, hw, ratio, y, logits):
+        self.loss_tracker.update_state(loss)
+        self.ce_tracker.update_state(ce)
+        self.hw_tracker.update_state(hw)
+        self.ratio_tracker.update_state(ratio)
+        self.accuracy_tracker.update_state(y, logits)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        x, y = data[0], data[1]
+        x_adv = self.adversarial_examples(x, y)
+        weight_vars, gate_vars = self.weight_variables, self.gate_variables
+        with tf.GradientTape() as tape:
+            logits = self.network(x_adv, training=True)
+            ce = self.compute_loss(x=x_adv, y=y, y_pred=logits)
+            hw, ratio = self.hardware_loss()
+            loss = ce + self.hw_lambda * hw
+        grads = tape.gradient(loss, weight_vars + gate_vars)
+        self.optimizer.apply(grads[: len(weight_vars)], weight_vars)
+        # A gate frozen before tracing has no gradient: feed zeros (its learning rate is 0 anyway).
+        gate_grads = [ops.zeros_like(v) if g is None else g for g, v in zip(grads[len(weight_vars) :], gate_vars)]
+        self.gate_optimizer.apply(scale_by_shared_rms(gate_grads, self.gate_grad_ms), gate_vars)
+        return self._update_metrics(loss, ce, hw, ratio, y, logits)
+
+    def test_step(self, data):
+        x, y = data[0], data[1]
+        logits = self.network(x, training=False)
+        ce = self.compute_loss(x=x, y=y, y_pred=logits, training=False)
+        hw, ratio = self.hardware_loss()
+        return self._update_metrics(ce + self.hw_lambda * hw, ce, hw, ratio, y, logits)
+
+    def freeze_gates(self):
+        """Stops gate training: gate learning rate 0, gates marked frozen (hard masks only)."""
+        self.gate_optimizer.learning_rate.assign(0.0)
+        for g in self.gates:
+            g.frozen = True
+
+    def gates_frozen(self):
+        """Bool, whether `freeze_gates` has run (gate learning rate is 0)."""
+        return float(ops.convert_to_numpy(self.gate_optimizer.learning_rate)) == 0.0
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "network": keras.saving.serialize_keras_object(self.network),
+            "attack": self.attack,
+            "epsilon": self.epsilon,
+            "step": self.step,
+            "pgd_steps": self.pgd_steps,
+            "cost_metric": self.cost_metric,
+            "target_ratio": self.target_ratio,
+            "hw_lambda": self.initial_hw_lambda,
+            "gate_learning_rate": self.gate_learning_rate,
+            "hw_loss": self.hw_loss,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["network"] = keras.saving.deserialize_keras_object(config["network"])
+        return cls(**config)

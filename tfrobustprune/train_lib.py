@@ -1,0 +1,228 @@
+"""The trainer behind `python -m tfrobustprune.train`: config -> trained, stripped, reported model."""
+
+import json
+import os
+import time
+
+import keras
+import numpy as np
+from absl import logging
+
+from tfrobustprune import attacks, config_check, data, gating, models
+from tfrobustprune.callback import RobustPruneCallback
+from tfrobustprune.cost import count_macs
+from tfrobustprune.robust_model import RobustPruneModel
+from tfrobustprune.strip import strip
+
+GATED_FILE, STRIPPED_FILE, REPORT_FILE = "gated.keras", "stripped.keras", "report.json"
+
+
+def load_data(config):
+    """Loads the config's `Split` (subsets applied)."""
+    cfg = config.data
+    return data.load(
+        source=cfg.source,
+        path=cfg.path or None,
+        name=cfg.name,
+        val_size=cfg.val_size,
+        train_size=cfg.train_size or None,
+        eval_size=cfg.eval_size or None,
+    )
+
+
+def build_model(config, num_classes, steps_per_epoch):
+    """Builds and compiles the gated `RobustPruneModel` the config describes.
+
+    Args:
+        config: Validated `ConfigDict`.
+        num_classes: Int.
+        steps_per_epoch: Int, for the learning-rate schedule.
+
+    Returns:
+        A compiled `RobustPruneModel`.
+    """
+    base = models.get_model(config.model_name, num_classes=num_classes, **config.model)
+    network = gating.gate(base, **config.gates)
+    train = config.train
+    model = RobustPruneModel(
+        network,
+        attack=config.attack.name,
+        epsilon=config.attack.epsilon,
+        step=config.attack.step or None,
+        pgd_steps=config.attack.pgd_steps,
+        cost_metric=train.cost,
+        target_ratio=train.target_ratio,
+        gate_learning_rate=train.gate_learning_rate,
+        hw_loss=train.hw_loss,
+        name=f"robust_{network.name}",
+    )
+    total_steps = max(1, train.epochs * steps_per_epoch)
+    warmup_steps = min(total_steps - 1, train.lr_warmup_epochs * steps_per_epoch)
+    # Warm up linearly, then cosine to zero: close to the one-cycle schedule of fast AT.
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=train.learning_rate * 0.01,
+        decay_steps=total_steps - warmup_steps,
+        warmup_target=train.learning_rate,
+        warmup_steps=warmup_steps,
+    )
+    optimizer = keras.optimizers.SGD(
+        schedule, momentum=train.momentum, nesterov=True, weight_decay=train.weight_decay or None
+    )
+    model.compile(optimizer=optimizer)
+    return model
+
+
+def make_callbacks(config, workdir, split):
+    """The fit callbacks: RobustPruneCallback first (it adds to the logs), then backup, CSV and TensorBoard."""
+    train = config.train
+    probe = None
+    if config.guard.probe_size:
+        probe = (split.x_val[-config.guard.probe_size :], split.y_val[-config.guard.probe_size :])
+    return [
+        RobustPruneCallback(
+            lambda_max=train.lambda_max,
+            warmup_epochs=train.lambda_warmup_epochs,
+            ramp_epochs=train.lambda_ramp_epochs,
+            freeze_epoch=train.freeze_epoch,
+            probe_data=probe,
+            probe_steps=config.guard.probe_steps,
+            max_drop=config.guard.max_drop,
+        ),
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup"), delete_checkpoint=True),
+        keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True),
+        keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"), write_graph=False),
+    ]
+
+
+def evaluate(model, x, y, epsilon, pgd_step, pgd_steps, batch_size=256):
+    """Natural and PGD accuracy of a logits model on uint8 images.
+
+    Returns:
+        Dict with `natural_accuracy`, `pgd_accuracy`, `pgd_steps`, `examples`.
+    """
+    images = x.astype("float32") / 255.0
+    predictions = model.predict(images, batch_size=batch_size, verbose=0).argmax(-1)
+    natural = float(np.mean(predictions == y))
+    robust = attacks.pgd_accuracy(
+        model, images, y, epsilon=epsilon, step=pgd_step, steps=pgd_steps, batch_size=batch_size
+    )
+    return {
+        "natural_accuracy": natural,
+        "pgd_accuracy": robust,
+        "pgd_steps": pgd_steps,
+        "pgd_step": pgd_step,
+        "epsilon": epsilon,
+        "examples": int(len(y)),
+    }
+
+
+def run(config, workdir):
+    """Trains, strips, evaluates and writes the gated and stripped models and `report.json`.
+
+    Args:
+        config: An `ml_collections.ConfigDict` (see configs/).
+        workdir: Output directory (created). Re-running with the same workdir
+            resumes an interrupted run from its last completed epoch.
+
+    Returns:
+        The report dict (also written to `workdir/report.json`).
+
+    Raises:
+        ConfigError: for an invalid config, before any work.
+        DataError: for missing or malformed data.
+    """
+    config_check.validate(config)
+    os.makedirs(workdir, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
+    started = time.time()
+    split = load_data(config)
+    logging.info("Data %s: %d train, %d validation images.", split.source, len(split.x_train), len(split.x_val))
+    train = config.train
+    steps_per_epoch = max(1, len(split.x_train) // train.batch_size)
+    model = build_model(config, split.num_classes, steps_per_epoch)
+    dense_model = models.get_model(config.model_name, num_classes=split.num_classes, **config.model)
+    train_ds = data.train_dataset(split.x_train, split.y_train, train.batch_size, seed=config.seed)
+    val_ds = data.eval_dataset(split.x_val, split.y_val, 256)
+    callbacks = make_callbacks(config, workdir, split)
+    history = model.fit(
+        train_ds, validation_data=val_ds, epochs=train.epochs, callbacks=callbacks, verbose=train.verbose
+    )
+    train_seconds = time.time() - started
+    guard = callbacks[0]
+
+    network = model.network
+    network.save(os.path.join(workdir, GATED_FILE))
+    slim = strip(network)
+    slim.save(os.path.join(workdir, STRIPPED_FILE))
+    check = split.x_val[:1000].astype("float32") / 255.0
+    max_abs_diff = float(np.max(np.abs(network.predict(check, verbose=0) - slim.predict(check, verbose=0))))
+    if max_abs_diff > 1e-4:
+        logging.warning("Stripped model differs from the gated one by %.3g (max abs logit).", max_abs_diff)
+
+    logging.info(
+        "Evaluating natural and PGD-%d accuracy on %d validation images.", config.eval.pgd_steps, len(split.y_val)
+    )
+    eval_size = config.eval.size or len(split.y_val)
+    metrics = evaluate(
+        slim,
+        split.x_val[:eval_size],
+        split.y_val[:eval_size],
+        config.attack.epsilon,
+        config.eval.pgd_step,
+        config.eval.pgd_steps,
+    )
+    cost = model.cost_model
+    achieved = cost.ratio(train.cost)
+    report = {
+        "config": config.to_dict(),
+        "data": {
+            "source": split.source,
+            "train_examples": int(len(split.x_train)),
+            "val_examples": int(len(split.x_val)),
+        },
+        "validation": metrics,
+        "params": {"dense": int(dense_model.count_params()), "stripped": int(slim.count_params())},
+        "macs": {"dense": count_macs(dense_model), "stripped": count_macs(slim)},
+        "cost": {
+            "metric": train.cost,
+            "target_ratio": train.target_ratio,
+            "achieved_ratio": achieved,
+            "relative_error": achieved / train.target_ratio - 1.0,
+        },
+        "widths": {
+            name: {"kept": width, "of": g.width}
+            for g in cost.graph.groups
+            if g.gate
+            for name, width in [(g.name, cost.hard_widths()[g.gid])]
+        },
+        "gated_vs_stripped_max_abs_logit_diff": max_abs_diff,
+        "epochs": {
+            "configured": train.epochs,
+            "run": len(history.epoch),
+            "catastrophic_overfitting_at": None if guard.collapsed_at is None else guard.collapsed_at + 1,
+        },
+        "wall_time_seconds": {"train": train_seconds, "total": time.time() - started},
+        "history": {k: [float(v) for v in vals] for k, vals in history.history.items() if "/" not in k},
+    }
+    if config.export.get("tflite", False):
+        from tflite_export import export_and_verify  # optional stage; keeps the trainer import light
+
+        report["tflite"] = export_and_verify(
+            slim, split, os.path.join(workdir, "tflite"), representative_size=config.export.representative_size
+        )
+    with open(os.path.join(workdir, REPORT_FILE), "w") as f:
+        json.dump(report, f, indent=2)
+    logging.info(
+        "Done in %.0f s: natural %.4f, PGD-%d %.4f; %s ratio %.4f (target %.4f); params %d -> %d.",
+        report["wall_time_seconds"]["total"],
+        metrics["natural_accuracy"],
+        config.eval.pgd_steps,
+        metrics["pgd_accuracy"],
+        train.cost,
+        achieved,
+        train.target_ratio,
+        report["params"]["dense"],
+        report["params"]["stripped"],
+    )
+    return report

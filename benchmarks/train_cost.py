@@ -20,8 +20,9 @@ from absl import app, flags
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Alternating measurement rounds.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Training steps per round and model.")
 _BATCH = flags.DEFINE_integer("batch_size", 128, "Batch size.")
-_OUT = flags.DEFINE_string("out", os.path.join(os.path.dirname(__file__), "results", "train_cost.json"),
-                           "Result JSON path.")
+_OUT = flags.DEFINE_string(
+    "out", os.path.join(os.path.dirname(__file__), "results", "train_cost.json"), "Result JSON path."
+)
 
 
 def _dataset(batch_size):
@@ -51,10 +52,14 @@ def main(argv):
     dataset = _dataset(batch)
 
     plain = models.resnet20()
-    plain.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    robust = tfrobustprune.RobustPruneModel(tfrobustprune.gate(models.resnet20(), min_fraction=0.1),
-                                            attack="fgsm_rs", target_ratio=0.5, hw_lambda=1.0)
+    plain.compile(
+        optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    robust = tfrobustprune.RobustPruneModel(
+        tfrobustprune.gate(models.resnet20(), min_fraction=0.1), attack="fgsm_rs", target_ratio=0.5, hw_lambda=1.0
+    )
     robust.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
     for model in (plain, robust):  # trace and warm up
         _images_per_second(model, dataset, 3, batch)
@@ -63,15 +68,18 @@ def main(argv):
     for round_index in range(_ROUNDS.value):
         rates["plain_fit"].append(_images_per_second(plain, dataset, _STEPS.value, batch))
         rates["robust_fgsm_rs_hw"].append(_images_per_second(robust, dataset, _STEPS.value, batch))
-        print(f"round {round_index + 1}: plain {rates['plain_fit'][-1]:.0f} img/s, "
-              f"robust {rates['robust_fgsm_rs_hw'][-1]:.0f} img/s", flush=True)
+        print(
+            f"round {round_index + 1}: plain {rates['plain_fit'][-1]:.0f} img/s, "
+            f"robust {rates['robust_fgsm_rs_hw'][-1]:.0f} img/s",
+            flush=True,
+        )
     plain_rate = statistics.median(rates["plain_fit"])
     robust_rate = statistics.median(rates["robust_fgsm_rs_hw"])
     ratios = [p / r for p, r in zip(rates["plain_fit"], rates["robust_fgsm_rs_hw"])]
     result = {
         "benchmark": "train_cost",
         "command": "python benchmarks/train_cost.py " + f"--rounds={_ROUNDS.value} --steps={_STEPS.value} "
-                   f"--batch_size={batch}",
+        f"--batch_size={batch}",
         "model": "resnet20 (dense, plain fit) vs gated resnet20 (RobustPruneModel, fgsm_rs + MAC hinge)",
         "batch_size": batch,
         "images_per_second": {"plain_fit": plain_rate, "robust_fgsm_rs_hw": robust_rate},
@@ -80,8 +88,13 @@ def main(argv):
         "ratio_of_medians": plain_rate / robust_rate,
         "target_ratio_at_most": 2.2,
         "meets_target": statistics.median(ratios) <= 2.2,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "tensorflow": tf.__version__,
-                    "keras": keras.__version__},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_average_1_5_15min_at_end": list(os.getloadavg()),
+            "platform": platform.platform(),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+        },
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     os.makedirs(os.path.dirname(_OUT.value), exist_ok=True)

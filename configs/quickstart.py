@@ -17,6 +17,7 @@ def get_config(arg=None):
     arg = common.parse_arg(arg, epochs=12, target=0.5, cost="macs")
     config = ml_collections.ConfigDict()
     config.seed = 0
+    config.deterministic = False  # True: op determinism, bit-identical reruns and resumes (slower)
 
     # Data section
     config.data = dict(source="sample", path="", name="cifar10", val_size=5000, train_size=0, eval_size=0)

@@ -21,6 +21,7 @@ def get_config(arg=None):
     arg = common.parse_arg(arg, quick=False, epochs=30, target=0.5, cost="macs", attack="fgsm_rs")
     config = ml_collections.ConfigDict()
     config.seed = 0
+    config.deterministic = False  # True: op determinism, bit-identical reruns and resumes (slower)
 
     # Data section
     config.data = dict(

@@ -32,3 +32,11 @@ def test_close_to_target_reports_unreachable_target_and_respects_floors():
 def test_close_to_target_rejects_bad_target(tiny_gated_model):
     with pytest.raises(ValueError, match=r"Received: target_ratio=0"):
         budget.close_to_target(tiny_gated_model, "macs", 0)
+
+
+def test_close_to_target_reopens_when_training_overshot_below():
+    gated = tfrobustprune.gate(models.cifar_resnet(depth=14, width=8), min_fraction=0.1)
+    budget.close_to_target(gated, "macs", 0.3)  # far below the target we then ask for
+    result = budget.close_to_target(gated, "macs", 0.5)
+    assert result["reopened"] > 0 and result["closed"] == 0
+    assert 0.5 * 0.95 < result["ratio"] <= 0.5

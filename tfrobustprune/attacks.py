@@ -13,6 +13,13 @@ import tensorflow as tf
 ATTACKS = ("none", "fgsm", "fgsm_rs", "n_fgsm", "pgd")
 
 
+def _uniform(x, bound, seed):
+    """Uniform noise in [-bound, bound] shaped like `x`; stateless from `seed` (shape [2] ints) if given."""
+    if seed is None:
+        return tf.random.uniform(tf.shape(x), -bound, bound, dtype=x.dtype)
+    return tf.random.stateless_uniform(tf.shape(x), seed, -bound, bound, dtype=x.dtype)
+
+
 def _signed_gradient(loss_of, x_adv):
     with tf.GradientTape() as tape:
         tape.watch(x_adv)
@@ -34,7 +41,7 @@ def fgsm(loss_of, x, epsilon):
     return tf.stop_gradient(tf.clip_by_value(x + epsilon * _signed_gradient(loss_of, x), 0.0, 1.0))
 
 
-def fgsm_rs(loss_of, x, epsilon, step):
+def fgsm_rs(loss_of, x, epsilon, step, seed=None):
     """FGSM from a uniform random start in the eps-ball, then projected (Wong et al., 2020).
 
     Args:
@@ -42,18 +49,20 @@ def fgsm_rs(loss_of, x, epsilon, step):
         x: Float tensor of images in [0, 1].
         epsilon: Float, L-infinity budget in pixel units.
         step: Float, step size (1.25 * epsilon in the paper).
+        seed: Optional stateless seed, an int tensor of shape [2], for the
+            random start (reproducible); None uses TF's global RNG.
 
     Returns:
         Adversarial images in [0, 1], within `epsilon` of `x`.
     """
-    delta = tf.random.uniform(tf.shape(x), -epsilon, epsilon, dtype=x.dtype)
+    delta = _uniform(x, epsilon, seed)
     delta = tf.clip_by_value(x + delta, 0.0, 1.0) - x
     delta = delta + step * _signed_gradient(loss_of, x + delta)
     delta = tf.clip_by_value(delta, -epsilon, epsilon)
     return tf.stop_gradient(tf.clip_by_value(x + delta, 0.0, 1.0))
 
 
-def n_fgsm(loss_of, x, epsilon, step, noise):
+def n_fgsm(loss_of, x, epsilon, step, noise, seed=None):
     """Noise-FGSM: a large random start and a full step, no projection (de Jorge et al., 2022).
 
     Resists catastrophic overfitting without extra cost. The perturbation may
@@ -66,16 +75,17 @@ def n_fgsm(loss_of, x, epsilon, step, noise):
             uniform signature).
         step: Float, step size (epsilon in the paper).
         noise: Float, half-width of the uniform noise (2 * epsilon in the paper).
+        seed: Optional stateless seed (int tensor of shape [2]) for the noise.
 
     Returns:
         Perturbed images in [0, 1].
     """
     del epsilon
-    x_noisy = tf.clip_by_value(x + tf.random.uniform(tf.shape(x), -noise, noise, dtype=x.dtype), 0.0, 1.0)
+    x_noisy = tf.clip_by_value(x + _uniform(x, noise, seed), 0.0, 1.0)
     return tf.stop_gradient(tf.clip_by_value(x_noisy + step * _signed_gradient(loss_of, x_noisy), 0.0, 1.0))
 
 
-def pgd(loss_of, x, epsilon, step, steps, random_start=True):
+def pgd(loss_of, x, epsilon, step, steps, random_start=True, seed=None):
     """Projected gradient descent with `steps` signed steps (Madry et al., 2018).
 
     Args:
@@ -85,13 +95,14 @@ def pgd(loss_of, x, epsilon, step, steps, random_start=True):
         step: Float, step size per iteration.
         steps: Int >= 1, iterations.
         random_start: Bool, start from a uniform point of the eps-ball.
+        seed: Optional stateless seed (int tensor of shape [2]) for the random start.
 
     Returns:
         Adversarial images in [0, 1], within `epsilon` of `x`.
     """
     x_adv = x
     if random_start:
-        x_adv = tf.clip_by_value(x + tf.random.uniform(tf.shape(x), -epsilon, epsilon, dtype=x.dtype), 0.0, 1.0)
+        x_adv = tf.clip_by_value(x + _uniform(x, epsilon, seed), 0.0, 1.0)
     for _ in range(int(steps)):
         x_adv = x_adv + step * _signed_gradient(loss_of, x_adv)
         x_adv = tf.clip_by_value(tf.clip_by_value(x_adv, x - epsilon, x + epsilon), 0.0, 1.0)
@@ -130,7 +141,8 @@ def make_training_attack(name, epsilon, step=None, steps=10):
         steps: Int, PGD iterations (only for "pgd").
 
     Returns:
-        A callable.
+        A callable `attack(loss_of, x, seed=None)`; `seed` is an optional
+        stateless seed (int tensor of shape [2]) for the random start.
     """
     if name not in ATTACKS:
         raise ValueError(f"`attack` must be one of {ATTACKS}. Received: attack={name!r}")
@@ -138,14 +150,14 @@ def make_training_attack(name, epsilon, step=None, steps=10):
         raise ValueError(f"`epsilon` must be in [0, 1] (pixel units, e.g. 8/255). Received: epsilon={epsilon}")
     step = default_step(name, epsilon) if step is None else float(step)
     if name == "none" or epsilon == 0.0:
-        return lambda loss_of, x: x
+        return lambda loss_of, x, seed=None: x
     if name == "fgsm":
-        return lambda loss_of, x: fgsm(loss_of, x, epsilon)
+        return lambda loss_of, x, seed=None: fgsm(loss_of, x, epsilon)
     if name == "fgsm_rs":
-        return lambda loss_of, x: fgsm_rs(loss_of, x, epsilon, step)
+        return lambda loss_of, x, seed=None: fgsm_rs(loss_of, x, epsilon, step, seed)
     if name == "n_fgsm":
-        return lambda loss_of, x: n_fgsm(loss_of, x, epsilon, step, 2.0 * epsilon)
-    return lambda loss_of, x: pgd(loss_of, x, epsilon, step, steps)
+        return lambda loss_of, x, seed=None: n_fgsm(loss_of, x, epsilon, step, 2.0 * epsilon, seed)
+    return lambda loss_of, x, seed=None: pgd(loss_of, x, epsilon, step, steps, seed=seed)
 
 
 def cross_entropy_of(model, y, training=False):

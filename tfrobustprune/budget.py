@@ -1,4 +1,4 @@
-"""Meeting a cost target exactly: close the least important open channels until the budget holds."""
+"""Meeting a cost target exactly: close the least important channels (or reopen the most) until it holds."""
 
 import numpy as np
 
@@ -8,23 +8,26 @@ from tfrobustprune.cost import CostModel
 CLOSED_LOGIT = -6.0
 
 
-def close_to_target(network, metric, target_ratio, cost_model=None):
-    """Closes open channels, lowest gate logit first, until `cost <= target_ratio * dense cost`.
+def close_to_target(network, metric, target_ratio, cost_model=None, reopen=True):
+    """Sets the gates so the cost is as close to `target_ratio` as possible without exceeding it.
 
-    Floors are respected (a gate never goes below its `min_channels`). Each
-    closure is chosen as the open channel with the lowest logit among the
-    groups that can still shrink, so the channels the training found least
-    useful go first. Nothing changes if the target already holds.
+    While the cost is above the target, the open channel with the lowest logit
+    among the groups that can still shrink is closed (floors are respected), so
+    the channels the training found least useful go first. If the cost is then
+    below the target and `reopen` is True, closed channels are reopened, highest
+    logit first, as long as the cost stays within the target. The result lies
+    within one channel's cost below the target.
 
     Args:
         network: A gated functional model.
         metric: "params" or "macs".
         target_ratio: Float in (0, 1].
         cost_model: Optional `CostModel` of `network` (built if None).
+        reopen: Bool, reopen channels when below the target.
 
     Returns:
-        Dict with `ratio` (achieved), `closed` (channels closed here) and
-        `reachable` (False if the floors stop short of the target).
+        Dict with `ratio` (achieved), `closed` and `reopened` (channels changed
+        here) and `reachable` (False if the floors stop short of the target).
 
     Example:
 
@@ -43,7 +46,7 @@ def close_to_target(network, metric, target_ratio, cost_model=None):
     def ratio():
         return cost_model.evaluate(metric, {gid: int(m.sum()) for gid, m in masks.items()}) / dense
 
-    closed = 0
+    closed = reopened = 0
     current = ratio()
     while current > target_ratio:
         candidates = [
@@ -56,14 +59,22 @@ def close_to_target(network, metric, target_ratio, cost_model=None):
             break
         _, gid, channel = min(candidates)
         masks[gid][channel] = False
-        logits[gid][channel] = min(logits[gid][channel], CLOSED_LOGIT)
         closed += 1
         current = ratio()
+    if reopen and current < target_ratio:
+        shut = sorted(((-logits[gid][c], gid, c) for gid, mask in masks.items() for c in np.flatnonzero(~mask)))
+        for _, gid, channel in shut:
+            masks[gid][channel] = True
+            trial = ratio()
+            if trial <= target_ratio:
+                current, reopened = trial, reopened + 1
+            else:
+                masks[gid][channel] = False
     for gid, g in cost_model.gates.items():
-        # Open channels keep their logits; closed ones get a clearly closed logit.
+        # Open channels get a clearly open logit, closed ones a clearly closed one.
         new = np.where(masks[gid], np.maximum(logits[gid], 1.0), np.minimum(logits[gid], CLOSED_LOGIT))
         g.logits.assign(new.astype(g.logits.dtype))
-    return {"ratio": current, "closed": closed, "reachable": current <= target_ratio}
+    return {"ratio": current, "closed": closed, "reopened": reopened, "reachable": current <= target_ratio}
 
 
 def min_ratio(network, metric, cost_model=None):

@@ -1,5 +1,8 @@
 """`RobustPruneCallback`: lambda schedule, gate freeze, catastrophic-overfitting guard, width logs."""
 
+import json
+import os
+
 import keras
 import numpy as np
 from absl import logging
@@ -50,6 +53,9 @@ class RobustPruneCallback(keras.callbacks.Callback):
             guard, or None to disable it.
         probe_steps: Int, PGD iterations on the probe batch.
         max_drop: Float, robust-accuracy drop that counts as a collapse.
+        state_dir: Optional directory where the guard keeps its best accuracy
+            and weights, so a resumed run (see `BackupAndRestore`) continues
+            the guard where the interrupted one left it.
         verbose: Int, 1 prints a line per epoch through absl logging.
 
     Example:
@@ -69,6 +75,7 @@ class RobustPruneCallback(keras.callbacks.Callback):
         probe_data=None,
         probe_steps=5,
         max_drop=0.2,
+        state_dir=None,
         verbose=1,
     ):
         super().__init__()
@@ -87,6 +94,7 @@ class RobustPruneCallback(keras.callbacks.Callback):
         self.freeze_epoch, self.enforce_target = freeze_epoch, bool(enforce_target)
         self.probe_data, self.probe_steps, self.max_drop = probe_data, int(probe_steps), float(max_drop)
         self.verbose = verbose
+        self.state_dir = state_dir
         self.collapsed_at = None
         self.freeze_result = None
 
@@ -100,6 +108,33 @@ class RobustPruneCallback(keras.callbacks.Callback):
                 "RobustPruneCallback needs a RobustPruneModel (with `hw_lambda` and `cost_model`). "
                 f"Received: model={type(self.model).__name__}"
             )
+        self._load_state()
+
+    def _state_paths(self):
+        return os.path.join(self.state_dir, "guard.json"), os.path.join(self.state_dir, "guard_best_weights.npz")
+
+    def _save_state(self):
+        if not self.state_dir:
+            return
+        os.makedirs(self.state_dir, exist_ok=True)
+        meta_path, weights_path = self._state_paths()
+        if self._best_weights is not None:
+            np.savez(weights_path + ".tmp.npz", *self._best_weights)
+            os.replace(weights_path + ".tmp.npz", weights_path)
+        with open(meta_path + ".tmp", "w") as f:
+            json.dump({"best_acc": self._best_acc, "best_epoch": self._best_epoch}, f)
+        os.replace(meta_path + ".tmp", meta_path)
+
+    def _load_state(self):
+        if not self.state_dir or not os.path.exists(self._state_paths()[0]):
+            return
+        meta_path, weights_path = self._state_paths()
+        with open(meta_path) as f:
+            state = json.load(f)
+        self._best_acc, self._best_epoch = state["best_acc"], state["best_epoch"]
+        if os.path.exists(weights_path):
+            with np.load(weights_path) as arrays:
+                self._best_weights = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
 
     def freeze(self):
         """Meets the cost target (if `enforce_target`) and freezes the gates."""
@@ -117,6 +152,7 @@ class RobustPruneCallback(keras.callbacks.Callback):
         model.freeze_gates()
         # Weights from before the freeze belong to other gates: the guard starts afresh.
         self._best_acc, self._best_weights, self._best_epoch = -1.0, None, None
+        self._save_state()
         if self.verbose:
             logging.info(
                 "Gates frozen: %s ratio %.4f (target %.4f).",
@@ -126,7 +162,9 @@ class RobustPruneCallback(keras.callbacks.Callback):
             )
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self.freeze_epoch is not None and epoch >= self.freeze_epoch and not self.model.gates_frozen():
+        if self.model.gates_frozen():
+            self.model.freeze_gates()  # resumed after the freeze (restored optimizer state): mark the gates
+        elif self.freeze_epoch is not None and epoch >= self.freeze_epoch:
             self.freeze()
         self.model.hw_lambda.assign(lambda_schedule(epoch, self.lambda_max, self.warmup_epochs, self.ramp_epochs))
 
@@ -164,6 +202,7 @@ class RobustPruneCallback(keras.callbacks.Callback):
         if acc > self._best_acc:
             self._best_acc, self._best_epoch = acc, epoch
             self._best_weights = [np.array(w) for w in model.get_weights()]
+            self._save_state()
         elif acc < self._best_acc - self.max_drop:
             self.collapsed_at = epoch
             logs["catastrophic_overfitting"] = 1.0

@@ -11,6 +11,7 @@ import os
 import re
 import socket
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -233,35 +234,77 @@ def _to_float(x, y):
     return tf.cast(x, tf.float32) / 255.0, y
 
 
-def _augment(x, y):
-    # 4-pixel zero padding, random crop back to size, random horizontal flip.
-    shape = tf.shape(x)
-    x = tf.image.pad_to_bounding_box(x, 4, 4, shape[0] + 8, shape[1] + 8)
-    x = tf.image.random_crop(x, shape)
-    return tf.image.random_flip_left_right(x), y
+def _augment(image, seed):
+    # 4-pixel zero padding, random crop back to size, random horizontal flip; stateless, so the
+    # same (seed, epoch, example) always gives the same image, across restarts too.
+    shape = tf.shape(image)
+    padded = tf.image.pad_to_bounding_box(image, 4, 4, shape[0] + 8, shape[1] + 8)
+    cropped = tf.image.stateless_random_crop(padded, shape, seed=seed)
+    return tf.image.stateless_random_flip_left_right(cropped, seed=seed + 1)
 
 
-def train_dataset(x, y, batch_size, augment=True, seed=0):
-    """Shuffled, augmented `tf.data` batches of float images in [0, 1].
+def train_dataset(x, y, batch_size, augment=True, seed=0, epoch=None):
+    """Shuffled, augmented `tf.data` batches of float images in [0, 1], reproducible per epoch.
+
+    The order and the augmentation of epoch `e` depend only on `(seed, e)`:
+    pass a `tf.Variable` as `epoch` and set it at each epoch's start (see
+    `EpochVariable`), and a run resumed at epoch `e` sees exactly the batches an
+    uninterrupted run would. Without `epoch`, every epoch repeats epoch 0's order.
 
     Args:
         x: uint8 images `(n, h, w, c)`.
         y: int labels.
         batch_size: Int.
         augment: Bool, pad-and-crop plus horizontal flip.
-        seed: Int shuffle and augmentation seed.
+        seed: Int seed.
+        epoch: Optional int64 `tf.Variable` holding the current epoch.
 
     Returns:
-        A `tf.data.Dataset` of `(images, labels)`; partial last batch dropped.
+        A `tf.data.Dataset` of `(images, labels)`; the partial last batch is
+        dropped when there is at least one full batch.
     """
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
-    if augment:
-        ds = ds.map(_augment, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(batch_size, drop_remainder=len(x) >= batch_size).prefetch(tf.data.AUTOTUNE)
+    n = len(x)
+    epoch = epoch if epoch is not None else tf.constant(0, tf.int64)
+    images, labels = tf.constant(x), tf.constant(y)
+
+    def permutation(_):
+        key = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
+        return tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=key)
+
+    def example(index):
+        image, label = _to_float(tf.gather(images, index), tf.gather(labels, index))
+        if augment:
+            key = tf.stack([tf.constant(seed, tf.int64) * 1_000_003 + tf.cast(epoch, tf.int64), index])
+            image = _augment(image, key)
+        return image, label
+
+    ds = tf.data.Dataset.from_tensors(0).map(permutation).unbatch()
+    ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size, drop_remainder=n >= batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def eval_dataset(x, y, batch_size):
     """Ordered `tf.data` batches of float images in [0, 1], no augmentation."""
     ds = tf.data.Dataset.from_tensor_slices((x, y)).map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+class EpochVariable(keras.callbacks.Callback):
+    """Holds the current epoch in a `tf.Variable` for `train_dataset(epoch=...)`.
+
+    Place it anywhere in `callbacks`; it sets the variable in `on_epoch_begin`,
+    before `fit` opens the epoch's iterator.
+
+    Example:
+
+    >>> epoch = EpochVariable()
+    >>> ds = train_dataset(x, y, 128, seed=0, epoch=epoch.variable)
+    >>> model.fit(ds, epochs=30, callbacks=[epoch])
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.variable.assign(epoch)

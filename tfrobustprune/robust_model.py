@@ -66,6 +66,7 @@ class RobustPruneModel(keras.Model):
         hw_lambda: Float >= 0, initial weight of the hardware loss.
         gate_learning_rate: Float > 0, RMS step of the gate logits per training step.
         hw_loss: "two_sided" (default) or "hinge", see `hardware_loss`.
+        seed: Int seed of the attack's random starts.
         **kwargs: `keras.Model` keyword arguments, e.g. `name`.
 
     Example:
@@ -87,6 +88,7 @@ class RobustPruneModel(keras.Model):
         hw_lambda=0.0,
         gate_learning_rate=0.01,
         hw_loss="two_sided",
+        seed=0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -113,6 +115,10 @@ class RobustPruneModel(keras.Model):
         self.gates = gate_layers(network)
         if not self.gates:
             raise ValueError("`network` has no ChannelGate layers; pass `tfrobustprune.gate(model)`.")
+        # The attack's random starts are stateless in (seed, step counter); the counter is a model
+        # variable saved by checkpoints, so a resumed run draws the same noise as an uninterrupted one.
+        self.seed = int(seed)
+        self.attack_counter = keras.Variable(0, dtype="int64", trainable=False, name="attack_counter")
         self._attack_fn = attacks_lib.make_training_attack(attack, self.epsilon, step, pgd_steps)
         self.hw_lambda = keras.Variable(self.initial_hw_lambda, trainable=False, name="hw_lambda")
         self.gate_optimizer = keras.optimizers.SGD(self.gate_learning_rate, name="gate_sgd")
@@ -146,6 +152,9 @@ class RobustPruneModel(keras.Model):
         """Like `keras.Model.compile`; the loss defaults to cross entropy on logits."""
         loss = loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
+        # Build both now, each on its own variables: a lazily built optimizer would differ in size from
+        # the one `BackupAndRestore` builds on all trainable variables, and resuming would drop its state.
+        self.optimizer.build(self.weight_variables)
         self.gate_optimizer.build(self.gate_variables)
 
     def hardware_loss(self):
@@ -166,7 +175,9 @@ class RobustPruneModel(keras.Model):
             logits = self.network(x_in, training=True)
             return ops.sum(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
 
-        return self._attack_fn(loss_of, x)
+        seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(self.attack_counter.value, tf.int64)])
+        self.attack_counter.assign_add(1)
+        return self._attack_fn(loss_of, x, seed)
 
     def _update_metrics(self, loss, ce, hw, ratio, y, logits):
         self.loss_tracker.update_state(loss)
@@ -222,6 +233,7 @@ class RobustPruneModel(keras.Model):
             "hw_lambda": self.initial_hw_lambda,
             "gate_learning_rate": self.gate_learning_rate,
             "hw_loss": self.hw_loss,
+            "seed": self.seed,
         }
 
     @classmethod

@@ -6,15 +6,21 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 from absl import logging
 
-from tfrobustprune import attacks, config_check, data, gating, models
+from tfrobustprune import attacks, budget, config_check, data, gating, models
 from tfrobustprune.callback import RobustPruneCallback
 from tfrobustprune.cost import count_macs
+from tfrobustprune.guards import SafeBackupAndRestore, TerminateOnNonFinite
 from tfrobustprune.robust_model import RobustPruneModel
 from tfrobustprune.strip import strip
 
 GATED_FILE, STRIPPED_FILE, REPORT_FILE = "gated.keras", "stripped.keras", "report.json"
+
+
+class TrainingError(RuntimeError):
+    """Training stopped on a problem the user must fix (for example a non-finite loss)."""
 
 
 def load_data(config):
@@ -54,8 +60,16 @@ def build_model(config, num_classes, steps_per_epoch):
         target_ratio=train.target_ratio,
         gate_learning_rate=train.gate_learning_rate,
         hw_loss=train.hw_loss,
+        seed=config.seed,
         name=f"robust_{network.name}",
     )
+    floor = budget.min_ratio(network, train.cost, model.cost_model)
+    if train.target_ratio < floor:
+        raise config_check.ConfigError(
+            f"config.train.target_ratio: {train.target_ratio} is below the smallest {train.cost} ratio the "
+            f"floors allow ({floor:.4f}); raise it or lower gates.min_fraction / gates.min_channels. "
+            f"Received: {train.target_ratio!r}"
+        )
     total_steps = max(1, train.epochs * steps_per_epoch)
     warmup_steps = min(total_steps - 1, train.lr_warmup_epochs * steps_per_epoch)
     # Warm up linearly, then cosine to zero: close to the one-cycle schedule of fast AT.
@@ -72,13 +86,16 @@ def build_model(config, num_classes, steps_per_epoch):
     return model
 
 
-def make_callbacks(config, workdir, split):
-    """The fit callbacks: RobustPruneCallback first (it adds to the logs), then backup, CSV and TensorBoard."""
+def make_callbacks(config, workdir, split, epoch_variable):
+    """The fit callbacks, in order: the data epoch, RobustPruneCallback (it adds to the logs), the
+    non-finite-loss guard, the resumable backup, CSV and TensorBoard logs."""
     train = config.train
     probe = None
     if config.guard.probe_size:
         probe = (split.x_val[-config.guard.probe_size :], split.y_val[-config.guard.probe_size :])
+    nan_guard = TerminateOnNonFinite()
     return [
+        epoch_variable,
         RobustPruneCallback(
             lambda_max=train.lambda_max,
             warmup_epochs=train.lambda_warmup_epochs,
@@ -87,9 +104,10 @@ def make_callbacks(config, workdir, split):
             probe_data=probe,
             probe_steps=config.guard.probe_steps,
             max_drop=config.guard.max_drop,
+            state_dir=os.path.join(workdir, "backup"),
         ),
-        keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup"), delete_checkpoint=True),
+        nan_guard,
+        SafeBackupAndRestore(os.path.join(workdir, "backup"), nan_guard),
         keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"), write_graph=False),
     ]
@@ -135,6 +153,9 @@ def run(config, workdir):
     config_check.validate(config)
     os.makedirs(workdir, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
+    if config.get("deterministic", False):
+        # Same seed, same machine -> same figures, also across a resume (slower on some ops).
+        tf.config.experimental.enable_op_determinism()
     started = time.time()
     split = load_data(config)
     logging.info("Data %s: %d train, %d validation images.", split.source, len(split.x_train), len(split.x_val))
@@ -142,14 +163,24 @@ def run(config, workdir):
     steps_per_epoch = max(1, len(split.x_train) // train.batch_size)
     model = build_model(config, split.num_classes, steps_per_epoch)
     dense_model = models.get_model(config.model_name, num_classes=split.num_classes, **config.model)
-    train_ds = data.train_dataset(split.x_train, split.y_train, train.batch_size, seed=config.seed)
+    epoch_variable = data.EpochVariable()
+    train_ds = data.train_dataset(
+        split.x_train, split.y_train, train.batch_size, seed=config.seed, epoch=epoch_variable.variable
+    )
     val_ds = data.eval_dataset(split.x_val, split.y_val, 256)
-    callbacks = make_callbacks(config, workdir, split)
+    callbacks = make_callbacks(config, workdir, split, epoch_variable)
+    guard, nan_guard = callbacks[1], callbacks[2]
     history = model.fit(
         train_ds, validation_data=val_ds, epochs=train.epochs, callbacks=callbacks, verbose=train.verbose
     )
     train_seconds = time.time() - started
-    guard = callbacks[0]
+    if nan_guard.stopped_at is not None:
+        epoch, batch, loss = nan_guard.stopped_at
+        raise TrainingError(
+            f"loss became {loss} at epoch {epoch + 1}, batch {batch}; stopped on the weights of epoch {epoch}, "
+            f"checkpointed in {os.path.join(workdir, 'backup')}. Lower train.learning_rate or "
+            "train.gate_learning_rate and run again with the same --workdir to resume."
+        )
 
     network = model.network
     network.save(os.path.join(workdir, GATED_FILE))

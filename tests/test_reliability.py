@@ -1,0 +1,195 @@
+"""Resume after a kill, determinism, non-finite losses, bad files, and property-based checks."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import tfrobustprune
+from configs import quickstart
+from tfrobustprune import config_check, models, strip
+from tfrobustprune.guards import TerminateOnNonFinite
+from tfrobustprune.model_io import ModelFileError, load_keras_model, read_tflite
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = [
+    "--config.data.train_size=384",
+    "--config.data.eval_size=64",
+    "--config.train.batch_size=64",
+    "--config.guard.probe_size=32",
+    "--config.eval.pgd_steps=2",
+    "--config.model.width=4",
+    "--config.train.freeze_epoch=2",
+    "--config.deterministic=True",
+]
+
+
+def _train_command(workdir, epochs=3):
+    return [
+        sys.executable,
+        "-m",
+        "tfrobustprune.train",
+        f"--config=configs/quickstart.py:epochs={epochs}",
+        f"--workdir={workdir}",
+        *TINY,
+    ]
+
+
+def _epochs_done(workdir):
+    path = os.path.join(workdir, "backup", "training_metadata.json")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return json.load(f)["epoch"]
+
+
+def test_killed_run_resumes_to_the_same_final_metrics(tmp_path):
+    reference = tmp_path / "reference"
+    result = subprocess.run(_train_command(reference), cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    resumed = tmp_path / "resumed"
+    process = subprocess.Popen(_train_command(resumed), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while _epochs_done(resumed) < 1 and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)  # into the second epoch
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = _epochs_done(resumed)
+    assert 1 <= killed_at < 3
+    assert not (resumed / "report.json").exists()
+
+    result = subprocess.run(_train_command(resumed), cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = json.loads((reference / "report.json").read_text())
+    actual = json.loads((resumed / "report.json").read_text())
+    assert actual["epochs"]["run"] == 3 - killed_at  # the resumed run did only the missing epochs
+    for key in ("natural_accuracy", "pgd_accuracy"):
+        assert actual["validation"][key] == pytest.approx(expected["validation"][key], abs=1e-6)
+    assert actual["cost"]["achieved_ratio"] == expected["cost"]["achieved_ratio"]
+    assert actual["widths"] == expected["widths"]
+    assert actual["history"]["val_loss"][-1] == pytest.approx(expected["history"]["val_loss"][-1], abs=1e-5)
+
+
+def test_nan_loss_stops_on_the_last_good_weights(sample):
+    keras.utils.set_random_seed(0)
+    model = tfrobustprune.RobustPruneModel(tfrobustprune.gate(models.cifar_resnet(depth=8, width=4)))
+    model.compile(optimizer=keras.optimizers.SGD(1e12))  # diverges within an epoch
+    guard = TerminateOnNonFinite()
+    x = sample.x_train[:256].astype("float32") / 255
+    model.fit(x, sample.y_train[:256], batch_size=32, epochs=1, verbose=0, callbacks=[guard])
+    assert guard.stopped_at is not None
+    assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+
+
+def test_target_below_the_floors_is_refused_before_training(tmp_path):
+    command = _train_command(tmp_path) + ["--config.train.target_ratio=0.001"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "floors allow" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "override,field",
+    [
+        ("--config.train.epochs=0", "train.epochs"),
+        ("--config.attack.name=cw", "attack.name"),
+        ("--config.attack.epsilon=0.9", "attack.epsilon"),
+        ("--config.attack.epsilon=-0.1", "attack.epsilon"),
+        ("--config.train.cost=flops", "train.cost"),
+        ("--config.model_name=vgg", "model_name"),
+        ("--config.data.source=hub", "data.source"),
+        ("--config.gates.min_channels=99", "gates.min_channels"),
+    ],
+)
+def test_bad_config_values_exit_2_with_one_line(tmp_path, override, field):
+    result = subprocess.run(
+        _train_command(tmp_path) + [override], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 2
+    # TensorFlow's own start-up lines may precede it; ours is one line, the last, and no traceback.
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: config.{field}: expected")
+    assert result.stderr.strip().splitlines()[-1] == errors[0] and "Traceback" not in result.stderr
+
+
+def test_missing_data_directory_exits_2(tmp_path):
+    command = _train_command(tmp_path) + ["--config.data.source=npz", f"--config.data.path={tmp_path / 'none'}"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_truncated_keras_file_names_the_file(tmp_path, tiny_gated_model):
+    path = tmp_path / "model.keras"
+    tiny_gated_model.save(path)
+    content = path.read_bytes()
+    path.write_bytes(content[: len(content) // 2])
+    with pytest.raises(ModelFileError, match=r"model\.keras: not a valid \.keras archive"):
+        load_keras_model(path)
+    with pytest.raises(ModelFileError, match="no such model file"):
+        load_keras_model(tmp_path / "missing.keras")
+    garbage = tmp_path / "garbage.keras"
+    garbage.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(ModelFileError, match="garbage.keras"):
+        load_keras_model(garbage)
+
+
+def test_corrupted_tflite_file_names_the_file(tmp_path):
+    path = tmp_path / "model.tflite"
+    path.write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelFileError, match=r"model\.tflite: not a TFLite flatbuffer"):
+        read_tflite(path)
+
+
+def test_same_seed_gives_the_same_training(sample):
+    def train_once():
+        keras.utils.set_random_seed(0)
+        model = tfrobustprune.RobustPruneModel(tfrobustprune.gate(models.cifar_resnet(depth=8, width=4)), seed=3)
+        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+        ds = tfrobustprune.data.train_dataset(sample.x_train[:128], sample.y_train[:128], 32, seed=1)
+        model.fit(ds, epochs=1, verbose=0)
+        return model.get_weights()
+
+    for first, second in zip(train_once(), train_once()):
+        np.testing.assert_allclose(first, second, atol=1e-6)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**31 - 1), floor=st.integers(1, 3), depth=st.sampled_from([8, 14]))
+def test_stripping_is_exact_for_random_masks(images, seed, floor, depth):
+    from conftest import randomize
+
+    gated = randomize(tfrobustprune.gate(models.cifar_resnet(depth=depth, width=4), min_channels=floor), seed)
+    slim = strip(gated)
+    np.testing.assert_allclose(slim(images[:4]), gated(images[:4]), atol=1e-4)
+    cost = tfrobustprune.CostModel(gated)
+    assert cost.params(cost.hard_widths()) == slim.count_params()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    target=st.one_of(st.floats(-10, 10), st.just(0.0), st.just(1.0)),
+    epsilon=st.one_of(st.floats(-1, 2), st.just(8 / 255)),
+    epochs=st.integers(-3, 5),
+    attack=st.sampled_from(["fgsm_rs", "n_fgsm", "pgd", "none", "fgsm", "cw", ""]),
+)
+def test_config_validation_accepts_exactly_the_valid_configs(target, epsilon, epochs, attack):
+    config = quickstart.get_config()
+    config.train.target_ratio, config.attack.epsilon, config.train.epochs = target, epsilon, epochs
+    config.attack.name = attack
+    valid = 0 < target <= 1 and 0 <= epsilon <= 64 / 255 and epochs >= 1 and attack in tfrobustprune.attacks.ATTACKS
+    if valid:
+        config_check.validate(config)
+    else:
+        with pytest.raises(config_check.ConfigError, match=r"config\.\w+\.\w+: expected .* Received: "):
+            config_check.validate(config)

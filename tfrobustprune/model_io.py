@@ -1,0 +1,72 @@
+"""Loading model files with errors that name the file: `.keras` archives and `.tflite` flatbuffers."""
+
+import os
+import zipfile
+
+import keras
+
+# A TFLite flatbuffer carries this identifier at bytes 4..8.
+TFLITE_IDENTIFIER = b"TFL3"
+
+
+class ModelFileError(ValueError):
+    """A model file is missing, truncated, corrupted or of the wrong kind; the message names it."""
+
+
+def load_keras_model(path):
+    """Loads a `.keras` model (gated or stripped), with a clear error for a bad file.
+
+    Args:
+        path: Path of a `.keras` file.
+
+    Returns:
+        The `keras.Model`.
+
+    Raises:
+        ModelFileError: naming `path` and what is wrong with it.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ModelFileError(f"{path}: no such model file")
+    if not path.endswith(".keras"):
+        raise ModelFileError(f"{path}: expected a .keras file (Keras 3 format)")
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(f"{path}: not a valid .keras archive (truncated or corrupted?)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+        if bad is not None:
+            raise ModelFileError(f"{path}: corrupted entry {bad!r} in the .keras archive")
+        return keras.models.load_model(path)
+    except ModelFileError:
+        raise
+    except Exception as error:  # Keras raises many types for a bad archive; one message names the file.
+        raise ModelFileError(f"{path}: could not be loaded as a Keras model ({type(error).__name__}: {error})") from error
+
+
+def read_tflite(path):
+    """Reads a `.tflite` file and checks that it is a TFLite flatbuffer.
+
+    Args:
+        path: Path of a `.tflite` file.
+
+    Returns:
+        The file's bytes.
+
+    Raises:
+        ModelFileError: naming `path` if it is missing, truncated or not TFLite.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ModelFileError(f"{path}: no such model file")
+    with open(path, "rb") as f:
+        content = f.read()
+    if len(content) < 16 or content[4:8] != TFLITE_IDENTIFIER:
+        raise ModelFileError(f"{path}: not a TFLite flatbuffer (missing 'TFL3' identifier; truncated or corrupted?)")
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        Interpreter(model_content=content)
+    except Exception as error:
+        raise ModelFileError(f"{path}: the LiteRT interpreter cannot read it ({error})") from error
+    return content

@@ -38,8 +38,13 @@ class TerminateOnNonFinite(keras.callbacks.Callback):
         self.stopped_at = (self._epoch, batch, float(loss))
         self.model.stop_training = True
         self.model.set_weights(self._good_weights)
-        logging.error("Loss became %s at epoch %d, batch %d: stopping on the weights of epoch %d.",
-                      loss, self._epoch + 1, batch, self._epoch)
+        logging.error(
+            "Loss became %s at epoch %d, batch %d: stopping on the weights of epoch %d.",
+            loss,
+            self._epoch + 1,
+            batch,
+            self._epoch,
+        )
 
 
 class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):

@@ -41,7 +41,9 @@ def load_keras_model(path):
     except ModelFileError:
         raise
     except Exception as error:  # Keras raises many types for a bad archive; one message names the file.
-        raise ModelFileError(f"{path}: could not be loaded as a Keras model ({type(error).__name__}: {error})") from error
+        raise ModelFileError(
+            f"{path}: could not be loaded as a Keras model ({type(error).__name__}: {error})"
+        ) from error
 
 
 def read_tflite(path):

@@ -1,0 +1,288 @@
+"""Robustness evaluation binary: natural, per-attack and worst-case robust accuracy, with sanity checks.
+
+    python -m tfrobustprune.evaluate --model=runs/x/stripped.keras --data=npz --data_dir=../shared/data/cifar10 \
+        --num_examples=1000 --attacks=fgsm,pgd10,pgd50x10,apgd_ce,apgd_t --output=eval.json
+
+Works on plain, gated (`tfrobustprune.gate`) and stripped `.keras` models, and
+on `.tflite` files run with the LiteRT interpreter: a `.tflite` model has no
+gradients, so its attacks are transfer attacks crafted on `--surrogate` (a
+`.keras` model, e.g. the one it was converted from); with no surrogate only its
+natural accuracy is measured. Evaluates the first `--num_examples` validation
+images; prints a table and writes JSON to `--output` (or prints it).
+"""
+
+import json
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+from absl import app, flags, logging
+
+import tfrobustprune  # noqa: F401  (registers ChannelGate and RobustPruneModel for loading)
+from tfrobustprune import data as data_lib
+from tfrobustprune import robustness
+
+
+def define_flags(flag_values=flags.FLAGS):
+    """Defines the binary's flags on `flag_values`.
+
+    Called only when the module runs as a program, so importing it (for `run`)
+    defines no flag that could collide with another binary's (`tflite_export`
+    also has `--model`); tests pass a fresh `flags.FlagValues()`.
+
+    Args:
+        flag_values: An `absl.flags.FlagValues`.
+    """
+
+    def define(kind, name, default, help_text, *args):
+        getattr(flags, f"DEFINE_{kind}")(name, default, *args, help_text, flag_values=flag_values)
+
+    define("string", "model", None, "Model to evaluate: a .keras or .tflite file.")
+    define("string", "surrogate", None, "A .keras model whose gradients craft transfer attacks.")
+    define("enum", "data", "sample", "Data source: sample, npz or tfds.", data_lib.SOURCES)
+    define("string", "data_dir", None, "Directory of .npz files (npz) or tfds data_dir (tfds).")
+    define("string", "dataset", "cifar10", "tfds dataset name (data=tfds).")
+    define("integer", "num_examples", 1000, "Validation images to evaluate (the first ones).")
+    define(
+        "string",
+        "attacks",
+        "fgsm,pgd10,pgd50x10,apgd_ce,apgd_t",
+        "Comma-separated: fgsm, pgdK, pgdKxR (K steps, R restarts), apgd_ce[K], apgd_t[K].",
+    )
+    define("string", "epsilon", "8/255", "L-infinity budget in pixels, e.g. 8/255 or 0.03.")
+    define("string", "step", "2/255", "PGD step size in pixels.")
+    define("integer", "apgd_steps", 100, "APGD iterations (AutoAttack: 100).")
+    define("integer", "apgd_targets", 9, "Target classes of apgd_t (AutoAttack: 9).")
+    define("integer", "batch_size", 256, "Attack batch size.")
+    define("integer", "seed", 0, "Seed of the random starts.")
+    define("bool", "checks", True, "Run the extra sanity attacks (eps = 0, large budget).")
+    define("string", "output", None, "JSON result path; default: print the JSON.")
+
+
+def parse_budget(text, name="epsilon"):
+    """Parses a budget in pixels: "8/255" or "0.0314".
+
+    Args:
+        text: Str or number.
+        name: Str, the flag name for messages.
+
+    Returns:
+        Float in [0, 1].
+    """
+    try:
+        if isinstance(text, str) and "/" in text:
+            num, den = text.split("/")
+            value = float(num) / float(den)
+        else:
+            value = float(text)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"`{name}` must be a number or a fraction like 8/255. Received: {name}={text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"`{name}` must be in [0, 1] (pixels). Received: {name}={text!r}")
+    return value
+
+
+class TFLiteClassifier:
+    """A `.tflite` classifier run with the LiteRT interpreter: `classifier(images) -> logits`.
+
+    Float, float16 and quantized (int8 / uint8 input or output) models are
+    accepted: inputs are quantized and outputs dequantized with the tensors'
+    own scale and zero point. The batch dimension is resized when the model
+    allows it, else images run one at a time.
+
+    Args:
+        path: Str, the `.tflite` file.
+    """
+
+    def __init__(self, path):
+        from ai_edge_litert.interpreter import Interpreter
+
+        if not os.path.isfile(path):
+            raise ValueError(f"`path` must be an existing .tflite file. Received: path={path!r}")
+        self.path = path
+        self.interpreter = Interpreter(model_path=path)
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.dynamic_batch = int(self.input["shape_signature"][0]) == -1
+        self.interpreter.allocate_tensors()
+        self._batch = int(self.input["shape"][0])
+
+    def _run(self, x):
+        if self.dynamic_batch and len(x) != self._batch:
+            self.interpreter.resize_tensor_input(self.input["index"], [len(x), *self.input["shape"][1:]])
+            self.interpreter.allocate_tensors()
+            self._batch = len(x)
+        scale, zero = self.input["quantization"]
+        if np.issubdtype(self.input["dtype"], np.integer) and scale:
+            info = np.iinfo(self.input["dtype"])
+            x = np.clip(np.round(x / scale + zero), info.min, info.max)
+        self.interpreter.set_tensor(self.input["index"], x.astype(self.input["dtype"]))
+        self.interpreter.invoke()
+        out = self.interpreter.get_tensor(self.output["index"]).astype(np.float32)
+        scale, zero = self.output["quantization"]
+        if np.issubdtype(self.output["dtype"], np.integer) and scale:
+            out = (out - zero) * scale
+        return out
+
+    def __call__(self, x):
+        x = np.asarray(x, np.float32)
+        if self.dynamic_batch or len(x) == self._batch:
+            return self._run(x)
+        return np.concatenate([self._run(x[i : i + 1]) for i in range(len(x))])
+
+
+def load_model(path):
+    """Loads a `.keras` model (plain, gated, stripped or `RobustPruneModel`) or a `.tflite` file.
+
+    Args:
+        path: Str, a `.keras` or `.tflite` file.
+
+    Returns:
+        A `keras.Model` or a `TFLiteClassifier`.
+    """
+    if not path or not os.path.isfile(path):
+        raise ValueError(f"`model` must be an existing .keras or .tflite file. Received: model={path!r}")
+    if path.endswith(".tflite"):
+        return TFLiteClassifier(path)
+    if path.endswith(".keras"):
+        return keras.models.load_model(path, compile=False)
+    raise ValueError(f"`model` must end in .keras or .tflite. Received: model={path!r}")
+
+
+def run(
+    model_path,
+    x,
+    y,
+    attacks="fgsm,pgd10,pgd50x10,apgd_ce,apgd_t",
+    epsilon=8 / 255,
+    step=2 / 255,
+    surrogate_path=None,
+    batch_size=256,
+    seed=0,
+    apgd_steps=100,
+    apgd_targets=9,
+    checks=True,
+    progress=False,
+):
+    """Evaluates a model file on images; the whole binary but flags and printing.
+
+    Args:
+        model_path: Str, `.keras` or `.tflite`.
+        x: Images, uint8 or float in [0, 1].
+        y: Int labels.
+        attacks: Comma-separated attack names (see `robustness.parse_attack`).
+        epsilon: Float budget in pixels.
+        step: Float PGD step size.
+        surrogate_path: Str or None, `.keras` model crafting transfer attacks.
+        batch_size: Int.
+        seed: Int.
+        apgd_steps: Int, APGD iterations.
+        apgd_targets: Int, APGD-T target classes.
+        checks: Bool, run the extra sanity attacks.
+        progress: Bool, show a progress bar.
+
+    Returns:
+        `(result, report)`: a JSON-serialisable dict, and the `robustness.Report`.
+    """
+    model = load_model(model_path)
+    surrogate = load_model(surrogate_path) if surrogate_path else None
+    if isinstance(surrogate, TFLiteClassifier):
+        raise ValueError(
+            f"`surrogate` must be a .keras model (it provides gradients). Received: surrogate={surrogate_path!r}"
+        )
+    note, predict, attacker = None, None, surrogate or model
+    if isinstance(model, TFLiteClassifier):
+        predict = model
+        if surrogate is None:
+            note = "A .tflite model has no gradients and no --surrogate was given: natural accuracy only."
+            attacks, checks = [], False
+    elif surrogate is not None:
+        predict = robustness.logits_function(model)
+    report = robustness.evaluate_robustness(
+        attacker if not isinstance(attacker, TFLiteClassifier) else None,
+        x,
+        y,
+        attacks,
+        epsilon,
+        step,
+        batch_size,
+        seed,
+        predict=predict,
+        apgd_steps=apgd_steps,
+        apgd_targets=apgd_targets,
+        checks=checks,
+        progress=progress,
+    )
+    result = {
+        "model": model_path,
+        "surrogate": surrogate_path,
+        "attacks": list(report.robust_accuracy),
+        "seed": seed,
+        "apgd_steps": apgd_steps,
+        "apgd_targets": apgd_targets,
+        **report.to_json(),
+    }
+    if note:
+        result["note"] = note
+    return result, report
+
+
+def main(argv, flag_values=flags.FLAGS):
+    """Runs the evaluation the flags describe; prints the table and the JSON (or writes `--output`).
+
+    Args:
+        argv: Unused command-line leftovers.
+        flag_values: The parsed `absl.flags.FlagValues` (defined by `define_flags`).
+    """
+    del argv  # everything comes from flags
+    f = flag_values
+    if not f.model:
+        raise app.UsageError("--model=PATH.keras or PATH.tflite is required.")
+    epsilon, step = parse_budget(f.epsilon), parse_budget(f.step, "step")
+    split = data_lib.load(f.data, path=f.data_dir, name=f.dataset)
+    x, y = split.x_val[: f.num_examples], split.y_val[: f.num_examples]
+    logging.info(
+        "Evaluating %s on %d %s validation images, epsilon %.4g, attacks %s",
+        f.model,
+        len(x),
+        split.source,
+        epsilon,
+        f.attacks,
+    )
+    start = time.time()
+    result, report = run(
+        f.model,
+        x,
+        y,
+        f.attacks,
+        epsilon,
+        step,
+        f.surrogate,
+        f.batch_size,
+        f.seed,
+        f.apgd_steps,
+        f.apgd_targets,
+        f.checks,
+        progress=True,
+    )
+    result.update(data=split.source, total_seconds=time.time() - start)
+    print(report.table())
+    if result.get("note"):
+        print(result["note"])
+    for warning in report.warnings:
+        logging.warning("%s", warning)
+    text = json.dumps(result, indent=2)
+    if f.output:
+        os.makedirs(os.path.dirname(os.path.abspath(f.output)), exist_ok=True)
+        with open(f.output, "w") as out:
+            out.write(text + "\n")
+        print(f"Wrote {f.output}")
+    else:
+        sys.stdout.write(text + "\n")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

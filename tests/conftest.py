@@ -59,3 +59,25 @@ def tiny_model():
 def tiny_gated_model(tiny_model):
     """The tiny ResNet gated, with random gates (some channels closed) and random BN statistics."""
     return randomize(tfrobustprune.gate(tiny_model, min_channels=1))
+
+
+def small_cnn(seed=0):
+    """A small plain CNN (two conv blocks, two dense layers) on 32x32x3 images, logits out."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((32, 32, 3))
+    h = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(inputs)
+    h = keras.layers.MaxPooling2D()(h)
+    h = keras.layers.Conv2D(64, 3, padding="same", activation="relu")(h)
+    h = keras.layers.MaxPooling2D()(h)
+    h = keras.layers.Dense(64, activation="relu")(keras.layers.Flatten()(h))
+    return keras.Model(inputs, keras.layers.Dense(10)(h))
+
+
+@pytest.fixture(scope="session")
+def trained_cnn():
+    """`small_cnn` trained 6 epochs on the shipped sample (about 40% validation accuracy); shared, not mutated."""
+    split = data.load_sample()
+    model = small_cnn()
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(split.x_train / 255.0, split.y_train, epochs=6, batch_size=64, verbose=0)
+    return model

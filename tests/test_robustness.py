@@ -5,36 +5,17 @@ import json
 import keras
 import numpy as np
 import pytest
+from conftest import small_cnn
 from keras import ops
 
 import tfrobustprune
 from tfrobustprune import robustness
 
 
-def small_cnn(seed=0):
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((32, 32, 3))
-    h = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(inputs)
-    h = keras.layers.MaxPooling2D()(h)
-    h = keras.layers.Conv2D(64, 3, padding="same", activation="relu")(h)
-    h = keras.layers.MaxPooling2D()(h)
-    h = keras.layers.Dense(64, activation="relu")(keras.layers.Flatten()(h))
-    return keras.Model(inputs, keras.layers.Dense(10)(h))
-
-
 @pytest.fixture(scope="module")
 def sample():
     split = tfrobustprune.data.load_sample()
     return split.x_val[:200], split.y_val[:200]
-
-
-@pytest.fixture(scope="module")
-def trained_cnn():
-    split = tfrobustprune.data.load_sample()
-    model = small_cnn()
-    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(split.x_train / 255.0, split.y_train, epochs=6, batch_size=64, verbose=0)
-    return model
 
 
 def test_parse_attack_names():

@@ -10,12 +10,12 @@ and `export_report.md` (printed at the end) into `--out`.
 
 import os
 
-import keras
 from absl import app, flags, logging
 
 import tfrobustprune
 from tflite_export.conversion import VARIANTS
 from tflite_export.export import export_and_verify
+from tfrobustprune import model_io
 
 _MODEL = flags.DEFINE_string(
     "model", None, "A `.keras` model: stripped (a gated one is stripped first).", required=True
@@ -48,7 +48,7 @@ def load_model(path):
     Returns:
         A plain `keras.Model`.
     """
-    model = keras.models.load_model(path, compile=False)
+    model = model_io.load_keras_model(path)
     network = getattr(model, "network", model)
     if tfrobustprune.gate_layers(network):
         logging.info("%s has channel gates; stripping it first.", path)

@@ -40,10 +40,11 @@ def pgd_examples(model, x, y, epsilon=8 / 255, step=2 / 255, steps=10, batch_siz
     def attack(xb, yb):
         return attacks.pgd(attacks.cross_entropy_of(model, yb), xb, epsilon, step, steps)
 
-    batches = [
-        attack(tf.constant(x[i : i + batch_size]), tf.constant(y[i : i + batch_size])).numpy()
-        for i in range(0, len(x), batch_size)
-    ]
+    batches = []
+    for start in range(0, len(x), batch_size):
+        part = np.arange(start, min(start + batch_size, len(x)))
+        padded = attacks.pad_batch(part)  # odd batches can crash TF 2.21's strided-conv gradient
+        batches.append(attack(tf.constant(x[padded]), tf.constant(y[padded])).numpy()[: len(part)])
     return np.concatenate(batches) if batches else x
 
 

@@ -170,6 +170,25 @@ def cross_entropy_of(model, y, training=False):
     return loss_of
 
 
+def pad_batch(indices, multiple=8):
+    """Indices repeated at the end up to a multiple of `multiple`.
+
+    TensorFlow 2.21's oneDNN kernels crash (heap corruption) on the input
+    gradient of some strided 1x1 convolutions for odd batch sizes (seen with
+    8 -> 16 and 7 -> 13 channels, the widths a stripped network may have);
+    attacked batches are padded so their size is never odd.
+
+    Args:
+        indices: Int numpy array, non-empty.
+        multiple: Int >= 1.
+
+    Returns:
+        Int numpy array starting with `indices`.
+    """
+    extra = -len(indices) % multiple
+    return np.concatenate([indices, np.repeat(indices[-1:], extra)]) if extra else indices
+
+
 def make_pgd_accuracy(model, epsilon=8 / 255, step=2 / 255, steps=10, batch_size=256):
     """Returns `accuracy(x, y, seed=0)`: PGD accuracy of `model` with one compiled attack reused across calls.
 
@@ -198,15 +217,9 @@ def make_pgd_accuracy(model, epsilon=8 / 255, step=2 / 255, steps=10, batch_size
         y = np.asarray(y).astype("int32")
         correct = 0
         for start in range(0, len(x), batch_size):
-            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-            count = len(xb)
-            # TF 2.21's oneDNN input gradient of a strided 1x1 conv can abort on odd batch sizes with some
-            # (stripped) widths: pad batches to a multiple of 8 by repeating images, count only the real ones.
-            padding = -count % 8
-            if padding:
-                xb = np.concatenate([xb, np.repeat(xb[:1], padding, axis=0)])
-                yb = np.concatenate([yb, np.repeat(yb[:1], padding, axis=0)])
-            correct += int(correct_in_batch(tf.constant(xb), tf.constant(yb), tf.constant(count)))
+            part = np.arange(start, min(start + batch_size, len(x)))
+            padded = pad_batch(part)
+            correct += int(correct_in_batch(tf.constant(x[padded]), tf.constant(y[padded]), tf.constant(len(part))))
         return correct / max(len(x), 1)
 
     return accuracy

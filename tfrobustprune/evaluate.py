@@ -16,13 +16,12 @@ import os
 import sys
 import time
 
-import keras
 import numpy as np
 from absl import app, flags, logging
 
 import tfrobustprune  # noqa: F401  (registers ChannelGate and RobustPruneModel for loading)
 from tfrobustprune import data as data_lib
-from tfrobustprune import robustness
+from tfrobustprune import model_io, robustness
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -102,7 +101,7 @@ class TFLiteClassifier:
         if not os.path.isfile(path):
             raise ValueError(f"`path` must be an existing .tflite file. Received: path={path!r}")
         self.path = path
-        self.interpreter = Interpreter(model_path=path)
+        self.interpreter = Interpreter(model_content=model_io.read_tflite(path))
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self.dynamic_batch = int(self.input["shape_signature"][0]) == -1
@@ -147,7 +146,7 @@ def load_model(path):
     if path.endswith(".tflite"):
         return TFLiteClassifier(path)
     if path.endswith(".keras"):
-        return keras.models.load_model(path, compile=False)
+        return model_io.load_keras_model(path)
     raise ValueError(f"`model` must end in .keras or .tflite. Received: model={path!r}")
 
 

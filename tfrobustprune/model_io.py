@@ -37,7 +37,7 @@ def load_keras_model(path):
             bad = archive.testzip()
         if bad is not None:
             raise ModelFileError(f"{path}: corrupted entry {bad!r} in the .keras archive")
-        return keras.models.load_model(path)
+        return keras.models.load_model(path, compile=False)
     except ModelFileError:
         raise
     except Exception as error:  # Keras raises many types for a bad archive; one message names the file.

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrobustprune import apgd as apgd_lib
+from tfrobustprune.attacks import pad_batch
 
 KINDS = ("fgsm", "pgd", "apgd_ce", "apgd_t")
 LARGE_EPSILON = 0.5  # a budget under which any classifier of natural images should fail
@@ -178,25 +179,6 @@ def predict_labels(predict, x, batch_size):
     """Argmax labels of `predict` (images in [0, 1] -> logits) over a float numpy array, in batches."""
     labels = [np.argmax(np.asarray(predict(x[i : i + batch_size])), -1) for i in range(0, len(x), batch_size)]
     return np.concatenate(labels).astype(np.int32) if labels else np.zeros([0], np.int32)
-
-
-def pad_batch(indices, multiple=8):
-    """Indices repeated at the end up to a multiple of `multiple`.
-
-    TensorFlow 2.21's oneDNN kernels crash (heap corruption) on the input
-    gradient of some strided 1x1 convolutions for odd batch sizes (seen with
-    8 -> 16 and 7 -> 13 channels, the widths a stripped network may have);
-    attacked batches are padded so their size is never odd.
-
-    Args:
-        indices: Int numpy array, non-empty.
-        multiple: Int >= 1.
-
-    Returns:
-        Int numpy array starting with `indices`.
-    """
-    extra = -len(indices) % multiple
-    return np.concatenate([indices, np.repeat(indices[-1:], extra)]) if extra else indices
 
 
 def robust_under(spec, logits_of, predict, x, y, correct, epsilon, step, batch_size=256, seed=0, progress=None):

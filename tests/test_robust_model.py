@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import tfrobustprune
-from tfrobustprune import RobustPruneCallback, RobustPruneModel, data, lambda_schedule
+from tfrobustprune import RobustPruneCallback, RobustPruneModel, data, lambda_schedule, target_schedule
 
 
 def _compiled(network, **kwargs):
@@ -76,6 +76,36 @@ def test_lambda_schedule():
     assert lambda_schedule(0, 3.0) == 3.0
 
 
+def test_target_schedule_glides_from_one_to_the_target():
+    assert target_schedule(0, 0.3) == target_schedule(7, 0.3) == 0.3
+    glide = [target_schedule(e, 0.5, start_epoch=1, glide_epochs=4) for e in range(7)]
+    assert glide[0] == 1.0  # warm-up: no pruning pressure
+    assert glide[1] == pytest.approx(0.5 + 0.5 * 0.75**3)
+    assert glide[4:] == [0.5, 0.5, 0.5]
+    assert all(a > b for a, b in zip(glide[:5], glide[1:5]))  # strictly falling until reached
+
+
+def test_callback_glides_the_loss_target_and_the_gates_close_more_slowly(sample):
+    def first_epochs(glide):
+        keras.utils.set_random_seed(0)
+        network = tfrobustprune.gate(tfrobustprune.models.cifar_resnet(depth=8, width=8))
+        model = _compiled(network, attack="none", target_ratio=0.3, cost_metric="params", gate_learning_rate=0.3)
+        return model.fit(
+            sample.x_train[:256].astype("float32") / 255,
+            sample.y_train[:256],
+            batch_size=32,
+            epochs=3,
+            verbose=0,
+            callbacks=[RobustPruneCallback(lambda_max=1.0, target_glide_epochs=glide)],
+        ).history
+
+    glided, direct = first_epochs(glide=3), first_epochs(glide=0)
+    assert glided["hw_target"] == pytest.approx([target_schedule(e, 0.3, 0, 3) for e in range(3)])
+    assert direct["hw_target"] == pytest.approx([0.3] * 3)
+    assert glided["hard_cost_ratio"][0] > direct["hard_cost_ratio"][0] + 0.05
+    assert glided["hard_cost_ratio"][-1] < glided["hard_cost_ratio"][0]
+
+
 def test_callback_freezes_at_the_epoch_and_meets_the_target(sample):
     keras.utils.set_random_seed(0)
     network = tfrobustprune.gate(tfrobustprune.models.cifar_resnet(depth=8, width=8))
@@ -122,6 +152,35 @@ def test_callback_restores_best_weights_on_catastrophic_overfitting(sample, monk
     assert callback.collapsed_at == 2
     for restored, best in zip(model.get_weights(), snapshots[1]):
         np.testing.assert_array_equal(restored, best)
+
+
+def test_guard_falls_back_to_pgd_after_a_relative_collapse_and_remembers_it(sample, monkeypatch, tmp_path):
+    keras.utils.set_random_seed(0)
+    network = tfrobustprune.gate(tfrobustprune.models.cifar_resnet(depth=8, width=4))
+    model = _compiled(network, attack="n_fgsm")
+    probe = (sample.x_val[:16], sample.y_val[:16])
+    callback = RobustPruneCallback(probe_data=probe, fallback_steps=2, state_dir=str(tmp_path))
+    accuracies = iter([0.20, 0.05, 0.30])  # 0.05 is not 0.2 below the best, but less than half of it
+    snapshots = []
+    monkeypatch.setattr(callback, "_probe_pgd_accuracy", lambda: next(accuracies))
+
+    class Snapshot(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            snapshots.append([np.array(w) for w in self.model.get_weights()])
+
+    x, y = sample.x_train[:64].astype("float32") / 255, sample.y_train[:64]
+    history = model.fit(x, y, batch_size=32, epochs=3, verbose=0, callbacks=[callback, Snapshot()])
+    assert len(history.epoch) == 3 and callback.collapsed_at is None and callback.fallback_at == 1
+    assert (model.attack, model.pgd_steps, model.step) == ("pgd", 2, pytest.approx(model.epsilon / 2))
+    assert "catastrophic_overfitting" in history.history
+    for restored, best in zip(snapshots[1], snapshots[0]):  # epoch 2 ended on the weights of epoch 1
+        np.testing.assert_array_equal(restored, best)
+
+    resumed = _compiled(tfrobustprune.gate(tfrobustprune.models.cifar_resnet(depth=8, width=4)), attack="n_fgsm")
+    again = RobustPruneCallback(probe_data=probe, fallback_steps=2, state_dir=str(tmp_path))
+    monkeypatch.setattr(again, "_probe_pgd_accuracy", lambda: 0.3)
+    resumed.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[again])
+    assert resumed.attack == "pgd" and again.fallback_at == 1
 
 
 def test_robust_prune_model_config_round_trip(tiny_gated_model):

@@ -14,14 +14,19 @@ from tfrobustprune.config_check import ConfigError
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _tiny_config():
-    config = quickstart.get_config("epochs=2")
-    config.data.train_size, config.data.eval_size = 256, 64
+def _shrink(config, train_size=256, eval_size=64, probe_size=32, pgd_steps=2):
+    """A config cut down to a few seconds of work: small subsets, width 8, batch 64."""
+    config.data.train_size, config.data.eval_size = train_size, eval_size
     config.train.batch_size = 64
-    config.train.freeze_epoch = 1
-    config.guard.probe_size = 32
-    config.eval.pgd_steps = 2
+    config.guard.probe_size = probe_size
+    config.eval.pgd_steps = pgd_steps
     config.model.width = 8
+    return config
+
+
+def _tiny_config():
+    config = _shrink(quickstart.get_config("epochs=2"))
+    config.train.freeze_epoch = 1
     return config
 
 
@@ -84,3 +89,41 @@ def test_validate_rejects_unknown_model():
     config.model_name = "vgg99"
     with pytest.raises(ConfigError, match=r"config.model_name: expected one of .*Received: 'vgg99'"):
         train_lib.run(config, "/nonexistent/never/created")
+
+
+def _resnet20_tiny_config(arg):
+    from configs import resnet20_cifar10
+
+    config = resnet20_cifar10.get_config(arg)
+    config.data.source, config.data.path = "sample", ""
+    return _shrink(config, train_size=128, eval_size=32, probe_size=0, pgd_steps=1)
+
+
+def test_dense_config_trains_without_pruning(tmp_path):
+    config = _resnet20_tiny_config("dense,epochs=1")
+    assert (config.train.target_ratio, config.train.lambda_max, config.train.freeze_epoch) == (1.0, 0.0, 0)
+    report = train_lib.run(config, str(tmp_path))
+    assert report["params"]["stripped"] == report["params"]["dense"]
+    assert report["cost"]["achieved_ratio"] == 1.0
+
+
+def test_init_model_fine_tunes_a_given_pruned_model(tmp_path):
+    from tfrobustprune import magnitude, models
+
+    pruned, _ = magnitude.l1_prune(models.resnet20(width=8), "params", 0.5)
+    path = str(tmp_path / "pruned.keras")
+    pruned.save(path)
+    before = pruned.get_layer("logits").get_weights()[0]
+    report = train_lib.run(_resnet20_tiny_config(f"dense,epochs=1,init_model={path}"), str(tmp_path / "run"))
+    tuned = keras.models.load_model(tmp_path / "run" / "stripped.keras")
+    assert tuned.count_params() == pruned.count_params() == report["params"]["dense"]
+    assert not np.allclose(tuned.get_layer("logits").get_weights()[0], before)  # it trained
+
+
+def test_init_model_errors_name_the_field(tmp_path):
+    from tfrobustprune.model_io import ModelFileError
+
+    with pytest.raises(ConfigError, match=r"config.init_model.*Received: 'model.h5'"):
+        train_lib.run(_resnet20_tiny_config("dense,init_model=model.h5"), str(tmp_path))
+    with pytest.raises(ModelFileError, match=r"missing.keras: no such model file"):
+        train_lib.run(_resnet20_tiny_config(f"dense,init_model={tmp_path}/missing.keras"), str(tmp_path))

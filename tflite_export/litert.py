@@ -164,6 +164,10 @@ class LiteRTModel:
         """
         return self.to_float(self.invoke_raw(self.prepare(x)))
 
+    def __call__(self, x):
+        """Same as `predict`: float logits for images, so the runner stands in for a Keras model."""
+        return self.predict(x)
+
     def latency(self, image, runs=100, warmup=10):
         """Milliseconds per `invoke()` on one image: median and spread of repeated runs.
 

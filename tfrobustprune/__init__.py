@@ -6,8 +6,8 @@ on adversarial examples with a hardware-cost loss; `strip(model)` returns the
 smaller plain Keras model; `tflite_export` converts and verifies it.
 """
 
-from tfrobustprune import attacks, budget, cost, data, groups, models
-from tfrobustprune.callback import RobustPruneCallback, lambda_schedule
+from tfrobustprune import attacks, budget, cost, data, groups, magnitude, models
+from tfrobustprune.callback import RobustPruneCallback, lambda_schedule, target_schedule
 from tfrobustprune.cost import CostModel, count_macs
 from tfrobustprune.gates import ChannelGate
 from tfrobustprune.gating import gate, gate_layers
@@ -33,6 +33,8 @@ __all__ = [
     "gate_layers",
     "groups",
     "lambda_schedule",
+    "magnitude",
     "models",
     "strip",
+    "target_schedule",
 ]

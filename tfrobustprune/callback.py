@@ -30,16 +30,43 @@ def lambda_schedule(epoch, lambda_max, warmup_epochs=0, ramp_epochs=0):
     return float(lambda_max) * min(1.0, (epoch - warmup_epochs + 1) / ramp_epochs)
 
 
+def target_schedule(epoch, target_ratio, start_epoch=0, glide_epochs=0):
+    """Cost ratio the hardware loss aims at in an epoch: from 1 down to `target_ratio` on a cubic.
+
+    Gradual pruning (Zhu & Gupta, 2018): the target falls fast while the
+    network is wide and slowly near the end, `r = target + (1 - target) *
+    (1 - t)^3` with `t` the fraction of the glide done. Without a glide the
+    gates, whose steps do not grow with the loss weight, close every channel
+    they will close within the first epoch of the hardware loss, a shock the
+    network's robustness takes epochs to recover from.
+
+    Args:
+        epoch: Int, 0-based epoch.
+        target_ratio: Float in (0, 1], the final target.
+        start_epoch: Int >= 0, first epoch of the glide (the hardware loss's first epoch).
+        glide_epochs: Int >= 0, epochs to reach `target_ratio`; 0 aims at it from the start.
+
+    Returns:
+        Float.
+    """
+    if glide_epochs <= 0:
+        return float(target_ratio)
+    done = min(1.0, max(0, epoch - start_epoch + 1) / glide_epochs)
+    return float(target_ratio + (1.0 - target_ratio) * (1.0 - done) ** 3)
+
+
 class RobustPruneCallback(keras.callbacks.Callback):
     """Drives a `RobustPruneModel` through `fit`: schedule, freeze, overfitting guard, logs.
 
-    Each epoch it sets `hw_lambda` from `lambda_schedule`; at `freeze_epoch` it
+    Each epoch it sets `hw_lambda` from `lambda_schedule` and the loss's current
+    target `hw_target` from `target_schedule` (a glide from 1 to the model's
+    `target_ratio` over `target_glide_epochs`, starting after the warm-up); at `freeze_epoch` it
     closes the least important channels until the cost target holds exactly
     (`budget.close_to_target`) and freezes the gates, so the remaining epochs
     train weights only. After each epoch it measures PGD accuracy on a fixed
     held-out probe batch (Wong et al., 2020); if it falls more than `max_drop`
-    below the best so far (catastrophic overfitting), training stops and the
-    best weights come back. Per-group widths, the hard cost ratio, `hw_lambda`
+    below the best so far (catastrophic overfitting), the best weights come back
+    and training either stops or, with `fallback_steps`, goes on with PGD. Per-group widths, the hard cost ratio, `hw_lambda`
     and the probe accuracy go into `logs`, so `History` and `TensorBoard`
     (placed after this callback) record them.
 
@@ -48,11 +75,20 @@ class RobustPruneCallback(keras.callbacks.Callback):
         warmup_epochs: Int >= 0, epochs with `hw_lambda = 0`.
         ramp_epochs: Int >= 0, epochs of linear ramp to `lambda_max`.
         freeze_epoch: Int or None, 0-based epoch at whose start the gates freeze.
+        target_glide_epochs: Int >= 0, epochs over which the target falls from 1 to
+            the model's `target_ratio` (0: the final target from the start).
         enforce_target: Bool, close channels at the freeze until the target holds.
         probe_data: `(x, y)` numpy arrays (uint8 or float in [0, 1]) for the
             guard, or None to disable it.
         probe_steps: Int, PGD iterations on the probe batch.
-        max_drop: Float, robust-accuracy drop that counts as a collapse.
+        max_drop: Float, robust-accuracy drop below the best that counts as a collapse.
+        max_relative_drop: Float, fraction of the best robust accuracy (once it
+            is at least 0.05) whose loss also counts as a collapse.
+        fallback_steps: Int >= 0. 0: a collapse stops training and restores the
+            best weights (early stopping, Wong et al. 2020). K > 0: the first
+            collapse restores the best weights and training goes on with a
+            K-step PGD attack (step eps / K) instead of the single-step one; a
+            second collapse stops.
         state_dir: Optional directory where the guard keeps its best accuracy
             and weights, so a resumed run (see `BackupAndRestore`) continues
             the guard where the interrupted one left it.
@@ -71,10 +107,13 @@ class RobustPruneCallback(keras.callbacks.Callback):
         warmup_epochs=0,
         ramp_epochs=0,
         freeze_epoch=None,
+        target_glide_epochs=0,
         enforce_target=True,
         probe_data=None,
         probe_steps=5,
         max_drop=0.2,
+        max_relative_drop=0.5,
+        fallback_steps=0,
         state_dir=None,
         verbose=1,
     ):
@@ -86,13 +125,22 @@ class RobustPruneCallback(keras.callbacks.Callback):
                 f"`warmup_epochs` and `ramp_epochs` must be >= 0. Received: warmup_epochs={warmup_epochs}, "
                 f"ramp_epochs={ramp_epochs}"
             )
+        if target_glide_epochs < 0:
+            raise ValueError(f"`target_glide_epochs` must be >= 0. Received: target_glide_epochs={target_glide_epochs}")
         if freeze_epoch is not None and freeze_epoch < 0:
             raise ValueError(f"`freeze_epoch` must be >= 0 or None. Received: freeze_epoch={freeze_epoch}")
         if not 0.0 < max_drop <= 1.0:
             raise ValueError(f"`max_drop` must be in (0, 1]. Received: max_drop={max_drop}")
+        if not 0.0 < max_relative_drop <= 1.0:
+            raise ValueError(f"`max_relative_drop` must be in (0, 1]. Received: max_relative_drop={max_relative_drop}")
+        if int(fallback_steps) != fallback_steps or fallback_steps < 0:
+            raise ValueError(f"`fallback_steps` must be an integer >= 0. Received: fallback_steps={fallback_steps}")
         self.lambda_max, self.warmup_epochs, self.ramp_epochs = float(lambda_max), int(warmup_epochs), int(ramp_epochs)
         self.freeze_epoch, self.enforce_target = freeze_epoch, bool(enforce_target)
+        self.target_glide_epochs = int(target_glide_epochs)
         self.probe_data, self.probe_steps, self.max_drop = probe_data, int(probe_steps), float(max_drop)
+        self.max_relative_drop, self.fallback_steps = float(max_relative_drop), int(fallback_steps)
+        self.fallback_at = None
         self.verbose = verbose
         self.state_dir = state_dir
         self.collapsed_at = None
@@ -101,7 +149,7 @@ class RobustPruneCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         # Allow instances to be re-used across `model.fit()` calls.
         self._best_acc, self._best_weights, self._best_epoch = -1.0, None, None
-        self.collapsed_at = None
+        self.collapsed_at = self.fallback_at = None
         self._probe_fn = None
         if not hasattr(self.model, "hw_lambda") or not hasattr(self.model, "cost_model"):
             raise TypeError(
@@ -122,7 +170,7 @@ class RobustPruneCallback(keras.callbacks.Callback):
             np.savez(weights_path + ".tmp.npz", *self._best_weights)
             os.replace(weights_path + ".tmp.npz", weights_path)
         with open(meta_path + ".tmp", "w") as f:
-            json.dump({"best_acc": self._best_acc, "best_epoch": self._best_epoch}, f)
+            json.dump({"best_acc": self._best_acc, "best_epoch": self._best_epoch, "fallback_at": self.fallback_at}, f)
         os.replace(meta_path + ".tmp", meta_path)
 
     def _load_state(self):
@@ -132,6 +180,8 @@ class RobustPruneCallback(keras.callbacks.Callback):
         with open(meta_path) as f:
             state = json.load(f)
         self._best_acc, self._best_epoch = state["best_acc"], state["best_epoch"]
+        if state.get("fallback_at") is not None:  # the interrupted run had switched attacks: so does this one
+            self._switch_to_fallback(state["fallback_at"])
         if os.path.exists(weights_path):
             with np.load(weights_path) as arrays:
                 self._best_weights = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
@@ -167,6 +217,9 @@ class RobustPruneCallback(keras.callbacks.Callback):
         elif self.freeze_epoch is not None and epoch >= self.freeze_epoch:
             self.freeze()
         self.model.hw_lambda.assign(lambda_schedule(epoch, self.lambda_max, self.warmup_epochs, self.ramp_epochs))
+        self.model.hw_target.assign(
+            target_schedule(epoch, self.model.target_ratio, self.warmup_epochs, self.target_glide_epochs)
+        )
 
     def _probe_pgd_accuracy(self):
         if self._probe_fn is None:
@@ -182,6 +235,7 @@ class RobustPruneCallback(keras.callbacks.Callback):
         logs = logs if logs is not None else {}
         model = self.model
         logs["hw_lambda"] = float(keras.ops.convert_to_numpy(model.hw_lambda))
+        logs["hw_target"] = float(keras.ops.convert_to_numpy(model.hw_target))
         logs["hard_cost_ratio"] = model.cost_model.ratio(model.cost_metric)
         logs["gates_frozen"] = float(model.gates_frozen())
         for name, width in model.cost_model.named_widths().items():
@@ -203,9 +257,24 @@ class RobustPruneCallback(keras.callbacks.Callback):
             self._best_acc, self._best_epoch = acc, epoch
             self._best_weights = [np.array(w) for w in model.get_weights()]
             self._save_state()
-        elif acc < self._best_acc - self.max_drop:
-            self.collapsed_at = epoch
+        elif self._collapsed(acc):
             logs["catastrophic_overfitting"] = 1.0
+            if self.fallback_steps and self.fallback_at is None:
+                logging.warning(
+                    "Catastrophic overfitting at epoch %d: probe PGD accuracy %.3f fell from %.3f (epoch %d); "
+                    "restoring the weights of epoch %d and training on with PGD-%d.",
+                    epoch + 1,
+                    acc,
+                    self._best_acc,
+                    self._best_epoch + 1,
+                    self._best_epoch + 1,
+                    self.fallback_steps,
+                )
+                model.set_weights(self._best_weights)
+                self._switch_to_fallback(epoch)
+                self._save_state()
+                return
+            self.collapsed_at = epoch
             model.stop_training = True
             logging.warning(
                 "Catastrophic overfitting at epoch %d: probe PGD accuracy %.3f fell from %.3f (epoch %d); "
@@ -216,6 +285,19 @@ class RobustPruneCallback(keras.callbacks.Callback):
                 self._best_epoch + 1,
                 self._best_epoch + 1,
             )
+
+    def _collapsed(self, acc):
+        """Whether probe accuracy `acc` is a collapse: `max_drop` below the best, or, once the best is
+        at least 0.05, below `(1 - max_relative_drop)` of it (early in training the best is small)."""
+        if self._best_weights is None:
+            return False
+        relative = self._best_acc >= 0.05 and acc < (1.0 - self.max_relative_drop) * self._best_acc
+        return acc < self._best_acc - self.max_drop or relative
+
+    def _switch_to_fallback(self, epoch):
+        self.fallback_at = epoch
+        model = self.model
+        model.set_training_attack("pgd", step=model.epsilon / self.fallback_steps, pgd_steps=self.fallback_steps)
 
     def on_train_end(self, logs=None):
         if self.collapsed_at is not None and self._best_weights is not None:

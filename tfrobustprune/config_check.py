@@ -41,6 +41,13 @@ def validate(config):
     """
     model_name = _get(config, "model_name")
     _require(model_name in models.MODELS, "model_name", f"one of {sorted(models.MODELS)}", model_name)
+    init_model = config.get("init_model") or ""
+    _require(
+        isinstance(init_model, str) and (not init_model or init_model.endswith(".keras")),
+        "init_model",
+        "empty or the path of a .keras file",
+        init_model,
+    )
     source = _get(config, "data.source")
     _require(source in data.SOURCES, "data.source", f"one of {list(data.SOURCES)}", source)
     if source == "npz":
@@ -88,6 +95,8 @@ def validate(config):
         _require(value >= 0.0, f"train.{key}", "a number >= 0", value)
     gate_lr = _number(config, "train.gate_learning_rate")
     _require(gate_lr > 0.0, "train.gate_learning_rate", "a number > 0", gate_lr)
+    glide = config.train.get("target_glide_epochs", 0)
+    _require(isinstance(glide, int) and glide >= 0, "train.target_glide_epochs", "an integer >= 0", glide)
     for key in ("lambda_warmup_epochs", "lambda_ramp_epochs", "lr_warmup_epochs"):
         value = _get(config, f"train.{key}")
         _require(isinstance(value, int) and value >= 0, f"train.{key}", "an integer >= 0", value)
@@ -112,5 +121,14 @@ def validate(config):
     _require(isinstance(probe, int) and probe >= 0, "guard.probe_size", "an integer >= 0 (0: no guard)", probe)
     drop = _number(config, "guard.max_drop")
     _require(0.0 < drop <= 1.0, "guard.max_drop", "a fraction in (0, 1]", drop)
+    relative = config.guard.get("max_relative_drop", 0.5)
+    _require(
+        isinstance(relative, float | int) and 0.0 < relative <= 1.0,
+        "guard.max_relative_drop",
+        "a fraction in (0, 1]",
+        relative,
+    )
+    fallback = config.guard.get("fallback_steps", 0)
+    _require(isinstance(fallback, int) and fallback >= 0, "guard.fallback_steps", "an integer >= 0", fallback)
     eval_steps = _get(config, "eval.pgd_steps")
     _require(isinstance(eval_steps, int) and eval_steps >= 1, "eval.pgd_steps", "an integer >= 1", eval_steps)

@@ -16,7 +16,7 @@ import os
 import sys
 import time
 
-import numpy as np
+import keras
 from absl import app, flags, logging
 
 import tfrobustprune  # noqa: F401  (registers ChannelGate and RobustPruneModel for loading)
@@ -83,53 +83,25 @@ def parse_budget(text, name="epsilon"):
     return value
 
 
-class TFLiteClassifier:
-    """A `.tflite` classifier run with the LiteRT interpreter: `classifier(images) -> logits`.
+def tflite_classifier(path):
+    """A `.tflite` classifier on the LiteRT interpreter, callable as `classifier(images) -> logits`.
 
-    Float, float16 and quantized (int8 / uint8 input or output) models are
-    accepted: inputs are quantized and outputs dequantized with the tensors'
-    own scale and zero point. The batch dimension is resized when the model
-    allows it, else images run one at a time.
+    Float, float16 and quantized (int8 / uint8 input or output) files are
+    accepted; inputs are quantized and outputs dequantized with the tensors' own
+    scale and zero point (`tflite_export.LiteRTModel`, batch 1).
 
     Args:
         path: Str, the `.tflite` file.
+
+    Returns:
+        A `tflite_export.litert.LiteRTModel` (call it, or its `predict`, on images).
+
+    Raises:
+        ModelFileError: for a missing or unreadable file.
     """
+    from tflite_export.litert import LiteRTModel  # the export package is optional at import time
 
-    def __init__(self, path):
-        from ai_edge_litert.interpreter import Interpreter
-
-        if not os.path.isfile(path):
-            raise ValueError(f"`path` must be an existing .tflite file. Received: path={path!r}")
-        self.path = path
-        self.interpreter = Interpreter(model_content=model_io.read_tflite(path))
-        self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
-        self.dynamic_batch = int(self.input["shape_signature"][0]) == -1
-        self.interpreter.allocate_tensors()
-        self._batch = int(self.input["shape"][0])
-
-    def _run(self, x):
-        if self.dynamic_batch and len(x) != self._batch:
-            self.interpreter.resize_tensor_input(self.input["index"], [len(x), *self.input["shape"][1:]])
-            self.interpreter.allocate_tensors()
-            self._batch = len(x)
-        scale, zero = self.input["quantization"]
-        if np.issubdtype(self.input["dtype"], np.integer) and scale:
-            info = np.iinfo(self.input["dtype"])
-            x = np.clip(np.round(x / scale + zero), info.min, info.max)
-        self.interpreter.set_tensor(self.input["index"], x.astype(self.input["dtype"]))
-        self.interpreter.invoke()
-        out = self.interpreter.get_tensor(self.output["index"]).astype(np.float32)
-        scale, zero = self.output["quantization"]
-        if np.issubdtype(self.output["dtype"], np.integer) and scale:
-            out = (out - zero) * scale
-        return out
-
-    def __call__(self, x):
-        x = np.asarray(x, np.float32)
-        if self.dynamic_batch or len(x) == self._batch:
-            return self._run(x)
-        return np.concatenate([self._run(x[i : i + 1]) for i in range(len(x))])
+    return LiteRTModel(model_io.read_tflite(path), num_threads=os.cpu_count() or 1)
 
 
 def load_model(path):
@@ -139,12 +111,12 @@ def load_model(path):
         path: Str, a `.keras` or `.tflite` file.
 
     Returns:
-        A `keras.Model` or a `TFLiteClassifier`.
+        A `keras.Model` or a LiteRT classifier (`tflite_classifier`).
     """
     if not path or not os.path.isfile(path):
         raise ValueError(f"`model` must be an existing .keras or .tflite file. Received: model={path!r}")
     if path.endswith(".tflite"):
-        return TFLiteClassifier(path)
+        return tflite_classifier(path)
     if path.endswith(".keras"):
         return model_io.load_keras_model(path)
     raise ValueError(f"`model` must end in .keras or .tflite. Received: model={path!r}")
@@ -187,12 +159,12 @@ def run(
     """
     model = load_model(model_path)
     surrogate = load_model(surrogate_path) if surrogate_path else None
-    if isinstance(surrogate, TFLiteClassifier):
+    if surrogate is not None and not isinstance(surrogate, keras.Model):
         raise ValueError(
             f"`surrogate` must be a .keras model (it provides gradients). Received: surrogate={surrogate_path!r}"
         )
     note, predict, attacker = None, None, surrogate or model
-    if isinstance(model, TFLiteClassifier):
+    if not isinstance(model, keras.Model):
         predict = model
         if surrogate is None:
             note = "A .tflite model has no gradients and no --surrogate was given: natural accuracy only."
@@ -200,7 +172,7 @@ def run(
     elif surrogate is not None:
         predict = robustness.logits_function(model)
     report = robustness.evaluate_robustness(
-        attacker if not isinstance(attacker, TFLiteClassifier) else None,
+        attacker if isinstance(attacker, keras.Model) else None,
         x,
         y,
         attacks,

@@ -4,6 +4,7 @@ import os
 import zipfile
 
 import keras
+import numpy as np
 
 # A TFLite flatbuffer carries this identifier at bytes 4..8.
 TFLITE_IDENTIFIER = b"TFL3"
@@ -72,3 +73,43 @@ def read_tflite(path):
     except Exception as error:
         raise ModelFileError(f"{path}: the LiteRT interpreter cannot read it ({error})") from error
     return content
+
+
+def save_layer_weights(model, path):
+    """Writes every layer's weights to an `.npz` keyed `layer_name/index`.
+
+    The exchange format with other Keras versions (e.g. the tf_keras process of
+    the TFMOT baseline): layer names, not variable paths, identify the weights.
+
+    Args:
+        model: A `keras.Model`.
+        path: Str, the `.npz` file to write.
+    """
+    arrays = {f"{layer.name}/{i}": w for layer in model.layers for i, w in enumerate(layer.get_weights())}
+    np.savez(path, **arrays)
+
+
+def load_layer_weights(model, path):
+    """Sets the layers named in an `.npz` written by `save_layer_weights` (or its tf_keras twin).
+
+    Args:
+        model: A `keras.Model` with a layer of every name in the file.
+        path: Str, the `.npz` file.
+
+    Raises:
+        ModelFileError: for a missing file, or a layer name the model lacks.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ModelFileError(f"{path}: no such weights file")
+    per_layer = {}
+    with np.load(path) as arrays:
+        for key in arrays.files:
+            layer, index = key.rsplit("/", 1)
+            per_layer.setdefault(layer, {})[int(index)] = arrays[key]
+    names = {layer.name for layer in model.layers}
+    missing = sorted(set(per_layer) - names)
+    if missing:
+        raise ModelFileError(f"{path}: layers {missing[:5]} are not in model {model.name!r}")
+    for name, weights in per_layer.items():
+        model.get_layer(name).set_weights([weights[i] for i in sorted(weights)])

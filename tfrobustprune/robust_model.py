@@ -121,6 +121,9 @@ class RobustPruneModel(keras.Model):
         self.attack_counter = keras.Variable(0, dtype="int64", trainable=False, name="attack_counter")
         self._attack_fn = attacks_lib.make_training_attack(attack, self.epsilon, step, pgd_steps)
         self.hw_lambda = keras.Variable(self.initial_hw_lambda, trainable=False, name="hw_lambda")
+        # The cost ratio the hardware loss pulls toward now; `RobustPruneCallback` can glide it from 1 down to
+        # `target_ratio` so channels close a few at a time instead of all in the first epoch of the loss.
+        self.hw_target = keras.Variable(self.target_ratio, trainable=False, name="hw_target")
         self.gate_optimizer = keras.optimizers.SGD(self.gate_learning_rate, name="gate_sgd")
         self.gate_grad_ms = keras.Variable(0.0, trainable=False, name="gate_grad_mean_square")
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -129,6 +132,26 @@ class RobustPruneModel(keras.Model):
         self.ratio_tracker = keras.metrics.Mean(name="cost_ratio")
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self.built = True  # the network is a built functional model
+
+    def set_training_attack(self, attack, step=None, pgd_steps=None):
+        """Switches the attack of the training step, e.g. to PGD-2 after catastrophic overfitting.
+
+        Args:
+            attack: One of `attacks.ATTACKS`.
+            step: Float or None (the attack's usual step).
+            pgd_steps: Int or None (keep the current), iterations of "pgd".
+
+        Raises:
+            ValueError: for an unknown attack.
+        """
+        if attack not in attacks_lib.ATTACKS:
+            raise ValueError(f"`attack` must be one of {attacks_lib.ATTACKS}. Received: attack={attack!r}")
+        self.attack, self.step = attack, step
+        if pgd_steps is not None:
+            self.pgd_steps = int(pgd_steps)
+        self._attack_fn = attacks_lib.make_training_attack(attack, self.epsilon, step, self.pgd_steps)
+        if self.train_function is not None:  # `fit` calls `self.train_function` afresh every step
+            self.make_train_function(force=True)
 
     def call(self, inputs, training=False):
         return self.network(inputs, training=training)
@@ -162,10 +185,11 @@ class RobustPruneModel(keras.Model):
 
         "hinge" is `max(ratio / target - 1, 0)`; "two_sided" is
         `|ratio / target - 1|`, which also pulls back up when the task gradient
-        keeps closing channels below the target (seen on short runs).
+        keeps closing channels below the target (seen on short runs). `target`
+        is the variable `hw_target` (`target_ratio` unless a callback glides it).
         """
         ratio = self.cost_model.ratio(self.cost_metric, differentiable=True)
-        excess = ratio / self.target_ratio - 1.0
+        excess = ratio / self.hw_target - 1.0
         return (ops.relu(excess) if self.hw_loss == "hinge" else ops.abs(excess)), ratio
 
     def adversarial_examples(self, x, y):

@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfrobustprune import attacks, budget, config_check, data, gating, models
+from tfrobustprune import attacks, budget, config_check, data, gating, model_io, models
 from tfrobustprune.callback import RobustPruneCallback
 from tfrobustprune.cost import count_macs
 from tfrobustprune.guards import SafeBackupAndRestore, TerminateOnNonFinite
@@ -36,6 +36,28 @@ def load_data(config):
     )
 
 
+def base_model(config, num_classes):
+    """The ungated network the run starts from: `config.init_model` if set, else a new `config.model_name`.
+
+    `init_model` is a `.keras` classifier of images in [0, 1] (e.g. a stripped model to fine-tune
+    adversarially); its architecture replaces `model_name` and `model`.
+
+    Raises:
+        ModelFileError: for a missing or unreadable `init_model`.
+        ConfigError: when `init_model` does not output `num_classes` logits.
+    """
+    path = config.get("init_model") or ""
+    if not path:
+        return models.get_model(config.model_name, num_classes=num_classes, **config.model)
+    model = model_io.load_keras_model(path)
+    if model.outputs[0].shape[-1] != num_classes:
+        raise config_check.ConfigError(
+            f"config.init_model: the model outputs {model.outputs[0].shape[-1]} classes but the data has "
+            f"{num_classes}. Received: {path!r}"
+        )
+    return model
+
+
 def build_model(config, num_classes, steps_per_epoch):
     """Builds and compiles the gated `RobustPruneModel` the config describes.
 
@@ -47,8 +69,7 @@ def build_model(config, num_classes, steps_per_epoch):
     Returns:
         A compiled `RobustPruneModel`.
     """
-    base = models.get_model(config.model_name, num_classes=num_classes, **config.model)
-    network = gating.gate(base, **config.gates)
+    network = gating.gate(base_model(config, num_classes), **config.gates)
     train = config.train
     model = RobustPruneModel(
         network,
@@ -101,9 +122,12 @@ def make_callbacks(config, workdir, split, epoch_variable):
             warmup_epochs=train.lambda_warmup_epochs,
             ramp_epochs=train.lambda_ramp_epochs,
             freeze_epoch=train.freeze_epoch,
+            target_glide_epochs=train.get("target_glide_epochs", 0),
             probe_data=probe,
             probe_steps=config.guard.probe_steps,
             max_drop=config.guard.max_drop,
+            max_relative_drop=config.guard.get("max_relative_drop", 0.5),
+            fallback_steps=config.guard.get("fallback_steps", 0),
             state_dir=os.path.join(workdir, "backup"),
         ),
         nan_guard,
@@ -162,7 +186,7 @@ def run(config, workdir):
     train = config.train
     steps_per_epoch = max(1, len(split.x_train) // train.batch_size)
     model = build_model(config, split.num_classes, steps_per_epoch)
-    dense_model = models.get_model(config.model_name, num_classes=split.num_classes, **config.model)
+    dense_model = base_model(config, split.num_classes)
     epoch_variable = data.EpochVariable()
     train_ds = data.train_dataset(
         split.x_train, split.y_train, train.batch_size, seed=config.seed, epoch=epoch_variable.variable

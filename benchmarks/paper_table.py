@@ -1,0 +1,326 @@
+"""The paper table: ResNet20 on CIFAR-10, ours against the dense model and two peers, beside the published figures.
+
+    python benchmarks/paper_table.py --data_dir=../shared/data/cifar10 --workdir=runs/paper_table
+    nohup python benchmarks/paper_table.py --data_dir=../shared/data/cifar10 > runs/paper_table.log 2>&1 &
+    python benchmarks/paper_table.py --rows=ours_0.16M,dense --data_dir=../shared/data/cifar10
+
+Trains on the 45,000-image training split of the directory (the last 5,000
+images are the validation split every figure is measured on). Rows, in order
+(`--rows` picks some; a row needing another runs it first):
+
+- `ours_0.16M`, `ours_0.04M`: one run of `tfrobustprune.train` each (in-train
+  gates + hardware loss, `--attack`), parameter targets 0.584 and 0.146 of the
+  dense 274,042 (0.16M and 0.04M, Vemparala et al. 2021), `--epochs` epochs.
+- `dense`: fast adversarial training without pruning, `--epochs -
+  --finetune_epochs` epochs: the starting point of both peers, so that every
+  pruned row has the same total epoch budget.
+- `l1_0.16M`, `l1_0.04M` (peer 1): the dense model, L1-norm filter pruning to
+  the same parameter count (`tfrobustprune.magnitude`), then
+  `--finetune_epochs` of fast adversarial fine-tuning with the same trainer.
+- `tfmot_0.16M`, `tfmot_0.04M` (peer 2): the dense model, TFMOT
+  `prune_low_magnitude` (unstructured, PolynomialDecay) to the same number of
+  non-zero parameters with `--finetune_epochs` of fast adversarial fine-tuning,
+  in its own process under tf_keras (`benchmarks/tfmot_peer.py`, run by
+  `--tfmot_python`).
+
+Per row: parameters, non-zero parameters, MACs, natural and PGD-10 accuracy on
+all validation images, PGD-50 with 10 restarts and APGD-CE on the first
+`--strong_eval_size`, epochs and training wall time, full-int8 TFLite size,
+accuracy and LiteRT latency (one thread, median). Everything is resumable:
+trainer rows resume from their workdir, finished steps are cached as JSON in
+`--workdir/<row>/`, and `--out` is rewritten after every row. Final models
+(plain Keras layers) are copied to `--models_dir`.
+"""
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+
+from absl import app, flags, logging
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(REPO, "benchmarks", "results")
+
+_DATA_DIR = flags.DEFINE_string("data_dir", "../shared/data/cifar10", "Directory of CIFAR-10 .npz files.")
+_WORKDIR = flags.DEFINE_string("workdir", os.path.join(REPO, "runs", "paper_table"), "Runs and caches.")
+_EPOCHS = flags.DEFINE_integer("epochs", 30, "Epoch budget of every pruned row.")
+_FINETUNE_EPOCHS = flags.DEFINE_integer("finetune_epochs", 10, "Fine-tuning epochs of the peers.")
+_ATTACK = flags.DEFINE_enum("attack", "n_fgsm", ["n_fgsm", "fgsm_rs"], "Training attack of every row.")
+_FINETUNE_LR = flags.DEFINE_float("finetune_lr", 0.05, "Peak learning rate of the peers' fine-tuning.")
+_ROWS = flags.DEFINE_list("rows", None, "Rows to run (default: all).")
+_STRONG_EVAL_SIZE = flags.DEFINE_integer("strong_eval_size", 1000, "Images for PGD-50x10 and APGD-CE.")
+_CALIBRATION_SIZE = flags.DEFINE_integer("calibration_size", 500, "int8 calibration images (training split).")
+_LATENCY_RUNS = flags.DEFINE_integer("latency_runs", 300, "LiteRT invocations per latency figure.")
+_TFMOT_PYTHON = flags.DEFINE_string("tfmot_python", sys.executable, "Python with tf_keras and TFMOT installed.")
+_OUT = flags.DEFINE_string("out", os.path.join(RESULTS, "paper_table.json"), "Result JSON.")
+_MODELS_DIR = flags.DEFINE_string("models_dir", os.path.join(RESULTS, "models"), "Where final models are copied.")
+
+DENSE_PARAMS = 274_042
+SIZES = {"0.16M": 0.584, "0.04M": 0.146}  # parameter ratios of the dense ResNet20
+ROWS = ("ours_0.16M", "dense", "l1_0.16M", "tfmot_0.16M", "ours_0.04M", "l1_0.04M", "tfmot_0.04M")
+PUBLISHED = [  # natural / PGD accuracy on the CIFAR-10 test set, eps 8/255, as printed in the papers
+    {"row": "Vemparala et al. 2021, dense FAT ResNet20", "params": 0.27e6, "natural": 0.8152, "pgd": 0.4065},
+    {"row": "Vemparala et al. 2021, ResNet20 at 0.16M", "params": 0.16e6, "natural": 0.7967, "pgd": 0.4322},
+    {"row": "Vemparala et al. 2021, ResNet20 at 0.04M", "params": 0.04e6, "natural": 0.7073, "pgd": 0.3931},
+    {"row": "Robust ADMM (Ye et al. 2019), ResNet18 at 0.17M", "params": 0.17e6, "natural": 0.7336, "pgd": 0.4317},
+    {"row": "Robust ADMM (Ye et al. 2019), ResNet18 at 0.04M", "params": 0.04e6, "natural": 0.6452, "pgd": 0.3801},
+]
+
+
+class RowError(RuntimeError):
+    """A row's training or evaluation failed; the message names the log to read."""
+
+
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write_json(path, value):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def _run_logged(command, log_path):
+    """Runs a subprocess from the repository root, appending its output to `log_path`."""
+    logging.info("Running %s (log: %s)", " ".join(command), log_path)
+    with open(log_path, "a") as log:
+        returncode = subprocess.call(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    if returncode:
+        raise RowError(f"{command[2] if len(command) > 2 else command[0]} exited with {returncode}; see {log_path}")
+
+
+def train(row_dir, config_arg):
+    """Runs (or resumes, or reuses) one `tfrobustprune.train` run; returns its report."""
+    report_path = os.path.join(row_dir, "report.json")
+    if not os.path.exists(report_path):
+        command = [
+            sys.executable,
+            "-m",
+            "tfrobustprune.train",
+            f"--config=configs/resnet20_cifar10.py:{config_arg}",
+            f"--config.data.path={os.path.abspath(_DATA_DIR.value)}",
+            f"--workdir={row_dir}",
+        ]
+        _run_logged(command, row_dir + ".log")
+    return _read_json(report_path)
+
+
+def run_row(name, context):
+    """Trains one row (and what it needs); returns `{model, epochs, train_seconds, ...}`."""
+    root = _WORKDIR.value
+    row_dir = os.path.join(root, name)
+    kind, _, size = name.partition("_")
+    dense_epochs = _EPOCHS.value - _FINETUNE_EPOCHS.value
+    if kind in ("ours", "dense"):
+        if kind == "ours":
+            arg = f"cost=params,target={SIZES[size]},epochs={_EPOCHS.value},attack={_ATTACK.value}"
+            method = f"in-train gates + hardware loss, {_ATTACK.value} (tfrobustprune)"
+        else:
+            arg = f"dense,epochs={dense_epochs},attack={_ATTACK.value}"
+            method = f"fast adversarial training ({_ATTACK.value}), no pruning"
+        report = train(row_dir, arg)
+        return {
+            "model": os.path.join(row_dir, "stripped.keras"),
+            "epochs": report["epochs"]["run"],
+            "train_seconds": report["wall_time_seconds"]["train"],
+            "catastrophic_overfitting_at": report["epochs"]["catastrophic_overfitting_at"],
+            "method": method,
+        }
+    dense = context.get("dense") or run_row("dense", context)
+    context["dense"] = dense
+    if kind == "l1":
+        import keras
+
+        from tfrobustprune import magnitude, model_io
+
+        os.makedirs(row_dir, exist_ok=True)
+        pruned_path = os.path.join(row_dir, "l1_pruned.keras")
+        if not os.path.exists(pruned_path):
+            pruned, result = magnitude.l1_prune(model_io.load_keras_model(dense["model"]), "params", SIZES[size])
+            logging.info("L1 pruning to %s: params ratio %.4f", size, result["ratio"])
+            pruned.save(pruned_path)
+            keras.backend.clear_session()
+        report = train(
+            os.path.join(row_dir, "finetune"),
+            f"dense,epochs={_FINETUNE_EPOCHS.value},lr={_FINETUNE_LR.value},attack={_ATTACK.value},"
+            f"init_model={pruned_path}",
+        )
+        return {
+            "model": os.path.join(row_dir, "finetune", "stripped.keras"),
+            "epochs": dense["epochs"] + report["epochs"]["run"],
+            "train_seconds": dense["train_seconds"] + report["wall_time_seconds"]["train"],
+            "catastrophic_overfitting_at": report["epochs"]["catastrophic_overfitting_at"],
+            "method": f"dense {dense['epochs']} ep + L1-norm filter pruning + {report['epochs']['run']} ep "
+            f"{_ATTACK.value}",
+        }
+    if kind == "tfmot":
+        return run_tfmot_row(row_dir, size, dense)
+    raise app.UsageError(f"--rows: unknown row {name!r}; known: {', '.join(ROWS)}")
+
+
+def run_tfmot_row(row_dir, size, dense):
+    """Peer 2: TFMOT magnitude pruning in its own process; the result is loaded back into a Keras 3 ResNet20."""
+    from tfrobustprune import data, model_io, models
+
+    model_path = os.path.join(row_dir, "model.keras")
+    result_path = os.path.join(row_dir, "peer", "result.json")
+    if not os.path.exists(result_path):
+        import numpy as np
+
+        os.makedirs(row_dir, exist_ok=True)
+        split_path = os.path.join(_WORKDIR.value, "train_split.npz")
+        if not os.path.exists(split_path):
+            split = data.load("npz", path=_DATA_DIR.value)
+            np.savez(split_path + ".tmp.npz", x=split.x_train, y=split.y_train)
+            os.replace(split_path + ".tmp.npz", split_path)
+        dense_weights = os.path.join(row_dir, "dense_weights.npz")
+        model_io.save_layer_weights(model_io.load_keras_model(dense["model"]), dense_weights)
+        command = [
+            _TFMOT_PYTHON.value,
+            os.path.join(REPO, "benchmarks", "tfmot_peer.py"),
+            f"--weights={dense_weights}",
+            f"--data={split_path}",
+            f"--target_nonzero={round(SIZES[size] * DENSE_PARAMS)}",
+            f"--epochs={_FINETUNE_EPOCHS.value}",
+            f"--learning_rate={_FINETUNE_LR.value}",
+            f"--attack={_ATTACK.value}",
+            f"--out={os.path.join(row_dir, 'peer')}",
+        ]
+        _run_logged(command, row_dir + ".log")
+    peer = _read_json(result_path)
+    if not os.path.exists(model_path):
+        model = models.resnet20()
+        model_io.load_layer_weights(model, os.path.join(row_dir, "peer", "weights.npz"))
+        model.save(model_path)
+    return {
+        "model": model_path,
+        "epochs": dense["epochs"] + peer["epochs"],
+        "train_seconds": dense["train_seconds"] + peer["train_seconds"],
+        "catastrophic_overfitting_at": None,
+        "method": f"dense {dense['epochs']} ep + TFMOT prune_low_magnitude during {peer['epochs']} ep {peer['attack']}",
+    }
+
+
+def measure(name, trained, split):
+    """Accuracy under attack, sizes, int8 TFLite size/accuracy/latency of a row's model (cached)."""
+    cache = os.path.join(_WORKDIR.value, name, "measured.json")
+    if os.path.exists(cache):
+        return _read_json(cache)
+    import keras
+    import numpy as np
+
+    from tflite_export import conversion, litert
+    from tfrobustprune import count_macs, evaluate, model_io
+
+    model = model_io.load_keras_model(trained["model"])
+    started = time.time()
+    full, _ = evaluate.run(trained["model"], split.x_val, split.y_val, attacks="pgd10", checks=False)
+    n = min(_STRONG_EVAL_SIZE.value, len(split.y_val))
+    strong, _ = evaluate.run(
+        trained["model"], split.x_val[:n], split.y_val[:n], attacks="pgd50x10,apgd_ce", checks=False
+    )
+    int8 = conversion.convert(
+        model, ["int8"], conversion.representative_images(split.x_train, _CALIBRATION_SIZE.value)
+    )["int8"]
+    runner = litert.LiteRTModel(int8, num_threads=1)
+    int8_accuracy = float(np.mean(runner.predict(split.x_val).argmax(-1) == split.y_val))
+    measured = {
+        "params": int(model.count_params()),
+        "nonzero_params": int(sum(np.count_nonzero(np.asarray(w)) for w in model.weights)),
+        "macs": count_macs(model),
+        "natural": full["natural_accuracy"],
+        "pgd10": full["robust_accuracy"]["pgd10"],
+        "val_images": int(len(split.y_val)),
+        "strong_eval_images": n,
+        "natural_on_strong_subset": strong["natural_accuracy"],
+        "pgd50x10": strong["robust_accuracy"]["pgd50x10"],
+        "apgd_ce": strong["robust_accuracy"]["apgd_ce"],
+        "int8_kib": len(int8) / 1024,
+        "int8_natural": int8_accuracy,
+        "int8_latency_ms": runner.latency(split.x_val[0], runs=_LATENCY_RUNS.value)["median_ms"],
+        "eval_seconds": time.time() - started,
+    }
+    _write_json(cache, measured)
+    keras.backend.clear_session()
+    return measured
+
+
+def markdown(rows):
+    """The table of measured rows, then the published figures."""
+    lines = [
+        "| row | params | non-zero | MACs | natural | PGD-10 | PGD-50x10 | APGD-CE | epochs | train h | int8 KiB "
+        "| int8 acc. | LiteRT int8 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['row']} | {r['error']} |" + " |" * 11)
+            continue
+        lines.append(
+            f"| {r['row']} | {r['params']:,} | {r['nonzero_params']:,} | {r['macs'] / 1e6:.1f}M "
+            f"| {r['natural']:.2%} | {r['pgd10']:.2%} | {r['pgd50x10']:.2%} | {r['apgd_ce']:.2%} | {r['epochs']} "
+            f"| {r['train_seconds'] / 3600:.2f} | {r['int8_kib']:.0f} | {r['int8_natural']:.2%} "
+            f"| {r['int8_latency_ms']:.3f} |"
+        )
+    lines += ["", "| published (CIFAR-10 test set) | params | natural | PGD |", "|---|---:|---:|---:|"]
+    lines += [f"| {p['row']} | {p['params'] / 1e6:.2f}M | {p['natural']:.2%} | {p['pgd']:.2%} |" for p in PUBLISHED]
+    return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    names = _ROWS.value or list(ROWS)
+    unknown = [n for n in names if n not in ROWS]
+    if unknown:
+        raise app.UsageError(f"--rows: unknown {unknown}; known: {', '.join(ROWS)}")
+    if not 0 < _FINETUNE_EPOCHS.value < _EPOCHS.value:
+        raise app.UsageError(
+            f"--finetune_epochs must be in [1, --epochs). Received: {_FINETUNE_EPOCHS.value} (epochs {_EPOCHS.value})"
+        )
+    from tfrobustprune import data
+
+    split = data.load("npz", path=_DATA_DIR.value)  # fails early, with a DataError, on a bad directory
+    os.makedirs(_WORKDIR.value, exist_ok=True)
+    previous = _read_json(_OUT.value) if os.path.exists(_OUT.value) else {}
+    results = {r["row"]: r for r in previous.get("rows", [])}
+    context = {}
+    for name in names:
+        started = time.time()
+        try:
+            trained = run_row(name, context)
+            measured = measure(name, trained, split)
+        except RowError as error:
+            logging.error("Row %s failed: %s", name, error)
+            results[name] = {"row": name, "error": str(error)}
+            continue
+        os.makedirs(_MODELS_DIR.value, exist_ok=True)
+        shutil.copyfile(trained["model"], os.path.join(_MODELS_DIR.value, f"resnet20_{name}.keras"))
+        results[name] = {"row": name, **trained, **measured, "model": f"models/resnet20_{name}.keras"}
+        logging.info("Row %s done in %.0f s: %s", name, time.time() - started, results[name])
+        ordered = [results[n] for n in ROWS if n in results]
+        _write_json(
+            _OUT.value,
+            {
+                "command": " ".join(sys.argv),
+                "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+                "data": {"dir": _DATA_DIR.value, "train": int(len(split.y_train)), "val": int(len(split.y_val))},
+                "epochs": _EPOCHS.value,
+                "finetune_epochs": _FINETUNE_EPOCHS.value,
+                "finetune_lr": _FINETUNE_LR.value,
+                "attack": _ATTACK.value,
+                "rows": ordered,
+                "published": PUBLISHED,
+            },
+        )
+        print(markdown(ordered), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

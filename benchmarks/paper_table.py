@@ -112,6 +112,18 @@ def train(row_dir, config_arg):
     return _read_json(report_path)
 
 
+def trained_summary(report):
+    """Epochs, training seconds (all timed epochs, across resumes) and overfitting epoch of a trainer report."""
+    epochs = report["epochs"]
+    stopped = epochs["catastrophic_overfitting_at"]
+    return {
+        "epochs": stopped if stopped else epochs["configured"],
+        "train_seconds": report["wall_time_seconds"]["train"],
+        "timed_epochs": epochs.get("timed", epochs["run"]),  # fewer than `epochs`: wall time is a lower bound
+        "catastrophic_overfitting_at": stopped,
+    }
+
+
 def run_row(name, context):
     """Trains one row (and what it needs); returns `{model, epochs, train_seconds, ...}`."""
     root = _WORKDIR.value
@@ -126,13 +138,7 @@ def run_row(name, context):
             arg = f"dense,epochs={dense_epochs},attack={_ATTACK.value}"
             method = f"fast adversarial training ({_ATTACK.value}), no pruning"
         report = train(row_dir, arg)
-        return {
-            "model": os.path.join(row_dir, "stripped.keras"),
-            "epochs": report["epochs"]["run"],
-            "train_seconds": report["wall_time_seconds"]["train"],
-            "catastrophic_overfitting_at": report["epochs"]["catastrophic_overfitting_at"],
-            "method": method,
-        }
+        return {"model": os.path.join(row_dir, "stripped.keras"), **trained_summary(report), "method": method}
     dense = context.get("dense") or run_row("dense", context)
     context["dense"] = dense
     if kind == "l1":
@@ -152,13 +158,14 @@ def run_row(name, context):
             f"dense,epochs={_FINETUNE_EPOCHS.value},lr={_FINETUNE_LR.value},attack={_ATTACK.value},"
             f"init_model={pruned_path}",
         )
+        tuned = trained_summary(report)
         return {
             "model": os.path.join(row_dir, "finetune", "stripped.keras"),
-            "epochs": dense["epochs"] + report["epochs"]["run"],
-            "train_seconds": dense["train_seconds"] + report["wall_time_seconds"]["train"],
-            "catastrophic_overfitting_at": report["epochs"]["catastrophic_overfitting_at"],
-            "method": f"dense {dense['epochs']} ep + L1-norm filter pruning + {report['epochs']['run']} ep "
-            f"{_ATTACK.value}",
+            "epochs": dense["epochs"] + tuned["epochs"],
+            "train_seconds": dense["train_seconds"] + tuned["train_seconds"],
+            "timed_epochs": dense["timed_epochs"] + tuned["timed_epochs"],
+            "catastrophic_overfitting_at": tuned["catastrophic_overfitting_at"],
+            "method": f"dense {dense['epochs']} ep + L1-norm filter pruning + {tuned['epochs']} ep {_ATTACK.value}",
         }
     if kind == "tfmot":
         return run_tfmot_row(row_dir, size, dense)
@@ -203,6 +210,7 @@ def run_tfmot_row(row_dir, size, dense):
         "model": model_path,
         "epochs": dense["epochs"] + peer["epochs"],
         "train_seconds": dense["train_seconds"] + peer["train_seconds"],
+        "timed_epochs": dense["timed_epochs"] + peer["epochs"],
         "catastrophic_overfitting_at": None,
         "method": f"dense {dense['epochs']} ep + TFMOT prune_low_magnitude during {peer['epochs']} ep {peer['attack']}",
     }

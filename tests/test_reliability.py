@@ -74,6 +74,8 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path):
     expected = json.loads((reference / "report.json").read_text())
     actual = json.loads((resumed / "report.json").read_text())
     assert actual["epochs"]["run"] == 3 - killed_at  # the resumed run did only the missing epochs
+    assert actual["epochs"]["timed"] == 3  # epochs of both processes count toward the wall time
+    assert actual["wall_time_seconds"]["train"] > 0
     for key in ("natural_accuracy", "pgd_accuracy"):
         assert actual["validation"][key] == pytest.approx(expected["validation"][key], abs=1e-6)
     assert actual["cost"]["achieved_ratio"] == expected["cost"]["achieved_ratio"]

@@ -107,6 +107,36 @@ def build_model(config, num_classes, steps_per_epoch):
     return model
 
 
+class EpochClock(keras.callbacks.Callback):
+    """Keeps the wall time of every completed epoch in a JSON file, so a resumed run reports all of it.
+
+    Args:
+        path: Str, the JSON file (`{"epoch": seconds}`), read and rewritten each epoch.
+    """
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+        self._start = None
+
+    def seconds(self):
+        """Dict epoch (int) -> seconds of every epoch completed so far, this process or earlier ones."""
+        if not os.path.exists(self.path):
+            return {}
+        with open(self.path) as f:
+            return {int(k): float(v) for k, v in json.load(f).items()}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        times = self.seconds()
+        times[epoch] = time.time() - self._start
+        with open(self.path + ".tmp", "w") as f:
+            json.dump({str(k): v for k, v in sorted(times.items())}, f)
+        os.replace(self.path + ".tmp", self.path)
+
+
 def make_callbacks(config, workdir, split, epoch_variable):
     """The fit callbacks, in order: the data epoch, RobustPruneCallback (it adds to the logs), the
     non-finite-loss guard, the resumable backup, CSV and TensorBoard logs."""
@@ -132,6 +162,7 @@ def make_callbacks(config, workdir, split, epoch_variable):
         ),
         nan_guard,
         SafeBackupAndRestore(os.path.join(workdir, "backup"), nan_guard),
+        EpochClock(os.path.join(workdir, "epoch_seconds.json")),
         keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"), write_graph=False),
     ]
@@ -193,7 +224,7 @@ def run(config, workdir):
     )
     val_ds = data.eval_dataset(split.x_val, split.y_val, 256)
     callbacks = make_callbacks(config, workdir, split, epoch_variable)
-    guard, nan_guard = callbacks[1], callbacks[2]
+    guard, nan_guard, clock = callbacks[1], callbacks[2], callbacks[4]
     history = model.fit(
         train_ds, validation_data=val_ds, epochs=train.epochs, callbacks=callbacks, verbose=train.verbose
     )
@@ -229,6 +260,7 @@ def run(config, workdir):
     )
     cost = model.cost_model
     achieved = cost.ratio(train.cost)
+    epoch_seconds = clock.seconds()
     report = {
         "config": config.to_dict(),
         "data": {
@@ -254,10 +286,16 @@ def run(config, workdir):
         "gated_vs_stripped_max_abs_logit_diff": max_abs_diff,
         "epochs": {
             "configured": train.epochs,
-            "run": len(history.epoch),
+            "run": len(history.epoch),  # by this process; a resumed run completed earlier ones before
+            "timed": len(epoch_seconds),
             "catastrophic_overfitting_at": None if guard.collapsed_at is None else guard.collapsed_at + 1,
         },
-        "wall_time_seconds": {"train": train_seconds, "total": time.time() - started},
+        # `train`: every timed epoch, across resumes; `this_process`: since this process started training.
+        "wall_time_seconds": {
+            "train": float(sum(epoch_seconds.values())),
+            "this_process": train_seconds,
+            "total": time.time() - started,
+        },
         "history": {k: [float(v) for v in vals] for k, vals in history.history.items() if "/" not in k},
     }
     if config.export.get("tflite", False):

@@ -93,11 +93,24 @@ def _run_logged(command, log_path):
     with open(log_path, "a") as log:
         returncode = subprocess.call(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     if returncode:
-        raise RowError(f"{command[2] if len(command) > 2 else command[0]} exited with {returncode}; see {log_path}")
+        program = command[2] if command[1] == "-m" else os.path.basename(command[1])
+        raise RowError(f"{program} exited with {returncode}; see {log_path}")
+
+
+def check_settings(row_dir, settings):
+    """Records a row's settings in `row_dir/settings.json`; refuses to resume or reuse a row made with others."""
+    path = os.path.join(row_dir, "settings.json")
+    if os.path.exists(path):
+        recorded = _read_json(path)
+        if recorded != settings:
+            raise RowError(f"{row_dir} was made with {recorded}, not {settings}: pass another --workdir (or delete it)")
+    else:
+        _write_json(path, settings)
 
 
 def train(row_dir, config_arg):
     """Runs (or resumes, or reuses) one `tfrobustprune.train` run; returns its report."""
+    check_settings(row_dir, {"config": config_arg, "data_dir": os.path.abspath(_DATA_DIR.value)})
     report_path = os.path.join(row_dir, "report.json")
     if not os.path.exists(report_path):
         command = [
@@ -121,7 +134,16 @@ def trained_summary(report):
         "train_seconds": report["wall_time_seconds"]["train"],
         "timed_epochs": epochs.get("timed", epochs["run"]),  # fewer than `epochs`: wall time is a lower bound
         "catastrophic_overfitting_at": stopped,
+        "fallback_at": epochs.get("fallback_at"),
+        "final_attack": epochs.get("final_attack"),
     }
+
+
+def _attack_text(summary):
+    """The training attack of a trainer row, with the guard's switch to PGD when it happened."""
+    if summary.get("fallback_at"):
+        return f"{_ATTACK.value}, {summary['final_attack']} after epoch {summary['fallback_at']}"
+    return _ATTACK.value
 
 
 def run_row(name, context):
@@ -137,8 +159,9 @@ def run_row(name, context):
         else:
             arg = f"dense,epochs={dense_epochs},attack={_ATTACK.value}"
             method = f"fast adversarial training ({_ATTACK.value}), no pruning"
-        report = train(row_dir, arg)
-        return {"model": os.path.join(row_dir, "stripped.keras"), **trained_summary(report), "method": method}
+        summary = trained_summary(train(row_dir, arg))
+        method = method.replace(_ATTACK.value, _attack_text(summary), 1)
+        return {"model": os.path.join(row_dir, "stripped.keras"), **summary, "method": method}
     dense = context.get("dense") or run_row("dense", context)
     context["dense"] = dense
     if kind == "l1":
@@ -149,7 +172,10 @@ def run_row(name, context):
         os.makedirs(row_dir, exist_ok=True)
         pruned_path = os.path.join(row_dir, "l1_pruned.keras")
         if not os.path.exists(pruned_path):
-            pruned, result = magnitude.l1_prune(model_io.load_keras_model(dense["model"]), "params", SIZES[size])
+            # The same floors as our gates (configs/resnet20_cifar10.py: min_fraction 0.1).
+            pruned, result = magnitude.l1_prune(
+                model_io.load_keras_model(dense["model"]), "params", SIZES[size], min_fraction=0.1
+            )
             logging.info("L1 pruning to %s: params ratio %.4f", size, result["ratio"])
             pruned.save(pruned_path)
             keras.backend.clear_session()
@@ -178,6 +204,11 @@ def run_tfmot_row(row_dir, size, dense):
 
     model_path = os.path.join(row_dir, "model.keras")
     result_path = os.path.join(row_dir, "peer", "result.json")
+    os.makedirs(row_dir, exist_ok=True)
+    check_settings(
+        row_dir,
+        {"dense": dense["model"], "epochs": _FINETUNE_EPOCHS.value, "lr": _FINETUNE_LR.value, "attack": _ATTACK.value},
+    )
     if not os.path.exists(result_path):
         import numpy as np
 
@@ -210,7 +241,7 @@ def run_tfmot_row(row_dir, size, dense):
         "model": model_path,
         "epochs": dense["epochs"] + peer["epochs"],
         "train_seconds": dense["train_seconds"] + peer["train_seconds"],
-        "timed_epochs": dense["timed_epochs"] + peer["epochs"],
+        "timed_epochs": dense["timed_epochs"] + peer.get("timed_epochs", peer["epochs"]),
         "catastrophic_overfitting_at": None,
         "method": f"dense {dense['epochs']} ep + TFMOT prune_low_magnitude during {peer['epochs']} ep {peer['attack']}",
     }
@@ -282,6 +313,22 @@ def markdown(rows):
     return "\n".join(lines)
 
 
+def _header(split):
+    return {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "data": {
+            "dir": os.path.abspath(_DATA_DIR.value),
+            "train": int(len(split.y_train)),
+            "val": int(len(split.y_val)),
+        },
+        "epochs": _EPOCHS.value,
+        "finetune_epochs": _FINETUNE_EPOCHS.value,
+        "finetune_lr": _FINETUNE_LR.value,
+        "attack": _ATTACK.value,
+        "strong_eval_size": _STRONG_EVAL_SIZE.value,
+    }
+
+
 def main(argv):
     del argv
     names = _ROWS.value or list(ROWS)
@@ -292,41 +339,33 @@ def main(argv):
         raise app.UsageError(
             f"--finetune_epochs must be in [1, --epochs). Received: {_FINETUNE_EPOCHS.value} (epochs {_EPOCHS.value})"
         )
+    for holder in (_WORKDIR, _OUT, _MODELS_DIR):  # subprocesses run from the repository root
+        holder.value = os.path.abspath(holder.value)
     from tfrobustprune import data
 
     split = data.load("npz", path=_DATA_DIR.value)  # fails early, with a DataError, on a bad directory
     os.makedirs(_WORKDIR.value, exist_ok=True)
+    header = _header(split)
     previous = _read_json(_OUT.value) if os.path.exists(_OUT.value) else {}
-    results = {r["row"]: r for r in previous.get("rows", [])}
+    same = all(previous.get(k) == v for k, v in header.items() if k != "machine")
+    results = {r["row"]: r for r in previous.get("rows", [])} if same else {}
+    if previous and not same:
+        logging.warning("%s was made with other settings; its rows are dropped.", _OUT.value)
     context = {}
     for name in names:
         started = time.time()
         try:
             trained = run_row(name, context)
             measured = measure(name, trained, split)
-        except RowError as error:
-            logging.error("Row %s failed: %s", name, error)
-            results[name] = {"row": name, "error": str(error)}
-            continue
-        os.makedirs(_MODELS_DIR.value, exist_ok=True)
-        shutil.copyfile(trained["model"], os.path.join(_MODELS_DIR.value, f"resnet20_{name}.keras"))
-        results[name] = {"row": name, **trained, **measured, "model": f"models/resnet20_{name}.keras"}
-        logging.info("Row %s done in %.0f s: %s", name, time.time() - started, results[name])
+            os.makedirs(_MODELS_DIR.value, exist_ok=True)
+            shutil.copyfile(trained["model"], os.path.join(_MODELS_DIR.value, f"resnet20_{name}.keras"))
+            results[name] = {"row": name, **trained, **measured, "model": f"models/resnet20_{name}.keras"}
+            logging.info("Row %s done in %.0f s: %s", name, time.time() - started, results[name])
+        except Exception as error:  # noqa: BLE001  (one failed row must not cost the others hours of training)
+            logging.exception("Row %s failed", name)
+            results[name] = {"row": name, "error": f"{type(error).__name__}: {error}"}
         ordered = [results[n] for n in ROWS if n in results]
-        _write_json(
-            _OUT.value,
-            {
-                "command": " ".join(sys.argv),
-                "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-                "data": {"dir": _DATA_DIR.value, "train": int(len(split.y_train)), "val": int(len(split.y_val))},
-                "epochs": _EPOCHS.value,
-                "finetune_epochs": _FINETUNE_EPOCHS.value,
-                "finetune_lr": _FINETUNE_LR.value,
-                "attack": _ATTACK.value,
-                "rows": ordered,
-                "published": PUBLISHED,
-            },
-        )
+        _write_json(_OUT.value, {"command": " ".join(sys.argv), **header, "rows": ordered, "published": PUBLISHED})
         print(markdown(ordered), flush=True)
 
 

@@ -93,9 +93,22 @@ def write_weights(model, path):
 
 
 def load_into(model, weights):
+    """Sets every layer with weights from `weights`; the names must match exactly."""
+    expected = {layer.name for layer in model.layers if layer.weights and layer.name != "normalize"}
+    if set(weights) != expected:
+        raise ValueError(
+            f"--weights must hold exactly the layers {sorted(expected)[:3]}...; missing "
+            f"{sorted(expected - set(weights))[:5]}, unknown {sorted(set(weights) - expected)[:5]}"
+        )
     for layer in model.layers:
         if layer.name in weights:
             layer.set_weights(weights[layer.name])
+
+
+def write_json(path, value):
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f, indent=2)
+    os.replace(path + ".tmp", path)
 
 
 def count_params(model):
@@ -111,7 +124,7 @@ def count_nonzero(model):
 def prunable_count(model):
     return int(
         sum(
-            np.prod(layer.kernel.shape)
+            np.prod(layer.kernel.shape.as_list())
             for layer in model.layers
             if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))
         )
@@ -193,6 +206,7 @@ def main(argv):
         correct = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))
         return loss, correct
 
+    optimizer.build(model.trainable_variables)  # built before a restore, so the momentum comes back at once
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=tf.Variable(0))
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(_OUT.value, "checkpoint"), max_to_keep=1)
     if manager.latest_checkpoint:
@@ -218,8 +232,7 @@ def main(argv):
         checkpoint.epoch.assign(epoch + 1)
         manager.save()
         epoch_seconds.append(time.time() - epoch_start)
-        with open(times_path, "w") as f:
-            json.dump(epoch_seconds, f)
+        write_json(times_path, epoch_seconds)
         logging.info(
             "epoch %d/%d: loss %.4f, adversarial train accuracy %.4f, %.0f s",
             epoch + 1,
@@ -237,11 +250,11 @@ def main(argv):
         "final_sparsity_of_kernels": sparsity,
         "epochs": _EPOCHS.value,
         "train_seconds": float(sum(epoch_seconds)),
+        "timed_epochs": len(epoch_seconds),
         "learning_rate": _LR.value,
         "attack": _ATTACK.value,
     }
-    with open(os.path.join(_OUT.value, "result.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    write_json(os.path.join(_OUT.value, "result.json"), result)
     logging.info(
         "Done: %d non-zero of %d parameters (%.0f s this run).", result["nonzero"], total, time.time() - started
     )

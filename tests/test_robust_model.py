@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import tfrobustprune
-from tfrobustprune import RobustPruneCallback, RobustPruneModel, data, lambda_schedule, target_schedule
+from tfrobustprune import RobustPruneCallback, RobustPruneModel, attacks, data, lambda_schedule, target_schedule
 
 
 def _compiled(network, **kwargs):
@@ -168,9 +168,13 @@ def test_guard_falls_back_to_pgd_after_a_relative_collapse_and_remembers_it(samp
         def on_epoch_end(self, epoch, logs=None):
             snapshots.append([np.array(w) for w in self.model.get_weights()])
 
+    pgd_traces = []
+    real_pgd = attacks.pgd
+    monkeypatch.setattr(attacks, "pgd", lambda *a, **k: pgd_traces.append(k) or real_pgd(*a, **k))
     x, y = sample.x_train[:64].astype("float32") / 255, sample.y_train[:64]
     history = model.fit(x, y, batch_size=32, epochs=3, verbose=0, callbacks=[callback, Snapshot()])
     assert len(history.epoch) == 3 and callback.collapsed_at is None and callback.fallback_at == 1
+    assert pgd_traces  # the train step was retraced with the PGD attack
     assert (model.attack, model.pgd_steps, model.step) == ("pgd", 2, pytest.approx(model.epsilon / 2))
     assert "catastrophic_overfitting" in history.history
     for restored, best in zip(snapshots[1], snapshots[0]):  # epoch 2 ended on the weights of epoch 1

@@ -64,7 +64,7 @@ class RobustPruneCallback(keras.callbacks.Callback):
     closes the least important channels until the cost target holds exactly
     (`budget.close_to_target`) and freezes the gates, so the remaining epochs
     train weights only. After each epoch it measures PGD accuracy on a fixed
-    held-out probe batch (Wong et al., 2020); if it falls more than `max_drop`
+    fixed probe batch (Wong et al., 2020); if it falls more than `max_drop`
     below the best so far (catastrophic overfitting), the best weights come back
     and training either stops or, with `fallback_steps`, goes on with PGD. Per-group widths, the hard cost ratio, `hw_lambda`
     and the probe accuracy go into `logs`, so `History` and `TensorBoard`
@@ -83,7 +83,8 @@ class RobustPruneCallback(keras.callbacks.Callback):
         probe_steps: Int, PGD iterations on the probe batch.
         max_drop: Float, robust-accuracy drop below the best that counts as a collapse.
         max_relative_drop: Float, fraction of the best robust accuracy (once it
-            is at least 0.05) whose loss also counts as a collapse.
+            is at least 0.05) whose loss also counts as a collapse; 1.0 turns
+            this test off.
         fallback_steps: Int >= 0. 0: a collapse stops training and restores the
             best weights (early stopping, Wong et al. 2020). K > 0: the first
             collapse restores the best weights and training goes on with a
@@ -181,6 +182,11 @@ class RobustPruneCallback(keras.callbacks.Callback):
             state = json.load(f)
         self._best_acc, self._best_epoch = state["best_acc"], state["best_epoch"]
         if state.get("fallback_at") is not None:  # the interrupted run had switched attacks: so does this one
+            if not self.fallback_steps:
+                raise ValueError(
+                    f"The run in {self.state_dir} switched to PGD after catastrophic overfitting at epoch "
+                    f"{state['fallback_at'] + 1}; resume it with `fallback_steps` > 0. Received: fallback_steps=0"
+                )
             self._switch_to_fallback(state["fallback_at"])
         if os.path.exists(weights_path):
             with np.load(weights_path) as arrays:

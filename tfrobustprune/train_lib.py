@@ -143,7 +143,9 @@ def make_callbacks(config, workdir, split, epoch_variable):
     train = config.train
     probe = None
     if config.guard.probe_size:
-        probe = (split.x_val[-config.guard.probe_size :], split.y_val[-config.guard.probe_size :])
+        # A fixed batch of training images (as Wong et al. 2020 do): the validation split, on which the report's
+        # figures are measured, then plays no part in choosing weights.
+        probe = (split.x_train[-config.guard.probe_size :], split.y_train[-config.guard.probe_size :])
     nan_guard = TerminateOnNonFinite()
     return [
         epoch_variable,
@@ -161,8 +163,9 @@ def make_callbacks(config, workdir, split, epoch_variable):
             state_dir=os.path.join(workdir, "backup"),
         ),
         nan_guard,
-        SafeBackupAndRestore(os.path.join(workdir, "backup"), nan_guard),
+        # The clock writes before the backup: an epoch killed in between is redone and overwrites its time.
         EpochClock(os.path.join(workdir, "epoch_seconds.json")),
+        SafeBackupAndRestore(os.path.join(workdir, "backup"), nan_guard),
         keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"), write_graph=False),
     ]
@@ -224,7 +227,7 @@ def run(config, workdir):
     )
     val_ds = data.eval_dataset(split.x_val, split.y_val, 256)
     callbacks = make_callbacks(config, workdir, split, epoch_variable)
-    guard, nan_guard, clock = callbacks[1], callbacks[2], callbacks[4]
+    guard, nan_guard, clock = callbacks[1], callbacks[2], callbacks[3]
     history = model.fit(
         train_ds, validation_data=val_ds, epochs=train.epochs, callbacks=callbacks, verbose=train.verbose
     )
@@ -289,6 +292,9 @@ def run(config, workdir):
             "run": len(history.epoch),  # by this process; a resumed run completed earlier ones before
             "timed": len(epoch_seconds),
             "catastrophic_overfitting_at": None if guard.collapsed_at is None else guard.collapsed_at + 1,
+            # 1-based epoch after which the guard restored the best weights and trained on with PGD-K
+            "fallback_at": None if guard.fallback_at is None else guard.fallback_at + 1,
+            "final_attack": model.attack if model.attack != "pgd" else f"pgd{model.pgd_steps}",
         },
         # `train`: every timed epoch, across resumes; `this_process`: since this process started training.
         "wall_time_seconds": {

@@ -13,7 +13,7 @@ pruned model is a genuinely smaller plain Keras model.
 import numpy as np
 
 from tfrobustprune import budget, gating
-from tfrobustprune.cost import CostModel
+from tfrobustprune.cost import COST_METRICS, CostModel
 from tfrobustprune.strip import strip
 
 
@@ -65,8 +65,8 @@ def l1_gates(model, metric, target_ratio, min_channels=1, min_fraction=0.0):
     Raises:
         ValueError: for a bad `metric` or `target_ratio`, or a gated `model`.
     """
-    if metric not in ("params", "macs"):
-        raise ValueError(f"`metric` must be 'params' or 'macs'. Received: metric={metric!r}")
+    if metric not in COST_METRICS:
+        raise ValueError(f"`metric` must be one of {COST_METRICS}. Received: metric={metric!r}")
     if not 0.0 < target_ratio <= 1.0:
         raise ValueError(f"`target_ratio` must be in (0, 1]. Received: target_ratio={target_ratio}")
     gated = gating.gate(model, min_channels=min_channels, min_fraction=min_fraction, init_logit=1.0)

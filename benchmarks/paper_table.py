@@ -80,13 +80,6 @@ def _read_json(path):
         return json.load(f)
 
 
-def _write_json(path, value):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(value, f, indent=2)
-    os.replace(path + ".tmp", path)
-
-
 def _run_logged(command, log_path):
     """Runs a subprocess from the repository root, appending its output to `log_path`."""
     logging.info("Running %s (log: %s)", " ".join(command), log_path)
@@ -99,13 +92,15 @@ def _run_logged(command, log_path):
 
 def check_settings(row_dir, settings):
     """Records a row's settings in `row_dir/settings.json`; refuses to resume or reuse a row made with others."""
+    from tfrobustprune import model_io
+
     path = os.path.join(row_dir, "settings.json")
     if os.path.exists(path):
         recorded = _read_json(path)
         if recorded != settings:
             raise RowError(f"{row_dir} was made with {recorded}, not {settings}: pass another --workdir (or delete it)")
     else:
-        _write_json(path, settings)
+        model_io.write_json_atomic(path, settings, indent=2)
 
 
 def train(row_dir, config_arg):
@@ -260,11 +255,9 @@ def measure(name, trained, split):
 
     model = model_io.load_keras_model(trained["model"])
     started = time.time()
-    full, _ = evaluate.run(trained["model"], split.x_val, split.y_val, attacks="pgd10", checks=False)
+    full, _ = evaluate.run(model, split.x_val, split.y_val, attacks="pgd10", checks=False)
     n = min(_STRONG_EVAL_SIZE.value, len(split.y_val))
-    strong, _ = evaluate.run(
-        trained["model"], split.x_val[:n], split.y_val[:n], attacks="pgd50x10,apgd_ce", checks=False
-    )
+    strong, _ = evaluate.run(model, split.x_val[:n], split.y_val[:n], attacks="pgd50x10,apgd_ce", checks=False)
     int8 = conversion.convert(
         model, ["int8"], conversion.representative_images(split.x_train, _CALIBRATION_SIZE.value)
     )["int8"]
@@ -286,7 +279,7 @@ def measure(name, trained, split):
         "int8_latency_ms": runner.latency(split.x_val[0], runs=_LATENCY_RUNS.value)["median_ms"],
         "eval_seconds": time.time() - started,
     }
-    _write_json(cache, measured)
+    model_io.write_json_atomic(cache, measured, indent=2)
     keras.backend.clear_session()
     return measured
 
@@ -340,8 +333,8 @@ def main(argv):
             f"--finetune_epochs must be in [1, --epochs). Received: {_FINETUNE_EPOCHS.value} (epochs {_EPOCHS.value})"
         )
     for holder in (_WORKDIR, _OUT, _MODELS_DIR):  # subprocesses run from the repository root
-        holder.value = os.path.abspath(holder.value)
-    from tfrobustprune import data
+        flags.FLAGS[holder.name].value = os.path.abspath(holder.value)
+    from tfrobustprune import data, model_io
 
     split = data.load("npz", path=_DATA_DIR.value)  # fails early, with a DataError, on a bad directory
     os.makedirs(_WORKDIR.value, exist_ok=True)
@@ -365,7 +358,9 @@ def main(argv):
             logging.exception("Row %s failed", name)
             results[name] = {"row": name, "error": f"{type(error).__name__}: {error}"}
         ordered = [results[n] for n in ROWS if n in results]
-        _write_json(_OUT.value, {"command": " ".join(sys.argv), **header, "rows": ordered, "published": PUBLISHED})
+        model_io.write_json_atomic(
+            _OUT.value, {"command": " ".join(sys.argv), **header, "rows": ordered, "published": PUBLISHED}
+        )
         print(markdown(ordered), flush=True)
 
 

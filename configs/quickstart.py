@@ -38,6 +38,7 @@ def get_config(arg=None):
         lr_warmup_epochs=2,
         momentum=0.9,
         weight_decay=5e-4,
+        weight_decay_mode="decoupled",  # Keras SGD; "coupled" adds it to the gradient (torch.optim.SGD)
         cost=arg.cost,
         target_ratio=arg.target,
         hw_loss="two_sided",

@@ -30,9 +30,19 @@ from configs import common
 
 def get_config(arg=None):
     """Returns the config; `arg`: `quick`, `dense`, `epochs=N`, `target=R`, `cost=params|macs`, `attack=NAME`,
-    `lr=PEAK`, `init_model=PATH`."""
+    `lr=PEAK`, `init_model=PATH`,
+    `decay=coupled|decoupled`."""
     arg = common.parse_arg(
-        arg, quick=False, dense=False, epochs=30, target=0.5, cost="macs", attack="n_fgsm", lr=0.2, init_model=""
+        arg,
+        quick=False,
+        dense=False,
+        epochs=30,
+        target=0.5,
+        cost="macs",
+        attack="n_fgsm",
+        lr=0.2,
+        init_model="",
+        decay="decoupled",
     )
     config = ml_collections.ConfigDict()
     config.seed = 0
@@ -61,6 +71,7 @@ def get_config(arg=None):
         lr_warmup_epochs=max(1, epochs // 5),
         momentum=0.9,
         weight_decay=5e-4,
+        weight_decay_mode=arg.decay,
         cost=arg.cost,
         target_ratio=1.0 if arg.dense else arg.target,
         hw_loss="two_sided",

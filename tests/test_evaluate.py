@@ -74,6 +74,16 @@ def test_gated_and_stripped_models_give_the_same_figures(model_files, sample):
     json.dumps(results)
 
 
+def test_run_takes_a_loaded_model_and_gives_the_same_figures_as_its_file(model_files, sample):
+    x, y = sample
+    from_file, _ = evaluate.run(model_files["plain"], x, y, "pgd3", checks=False)
+    loaded = evaluate.load_model(model_files["plain"])
+    from_model, _ = evaluate.run(loaded, x, y, "pgd3", checks=False)
+    assert from_model["natural_accuracy"] == from_file["natural_accuracy"]
+    assert from_model["robust_accuracy"] == from_file["robust_accuracy"]
+    assert from_model["model"] == loaded.name
+
+
 def test_tflite_without_surrogate_reports_natural_accuracy_only(model_files, sample):
     x, y = sample
     result, report = evaluate.run(model_files["tflite"], x, y, "fgsm,pgd3")

@@ -64,6 +64,21 @@ def test_paper_table_rejects_an_unknown_row_before_any_work(tmp_path):
     assert not (tmp_path / "runs").exists() and not (tmp_path / "table.json").exists()
 
 
+def test_paper_table_makes_paths_absolute_then_reports_a_bad_data_dir(tmp_path):
+    command = [
+        sys.executable,
+        os.path.join(ROOT, "benchmarks", "paper_table.py"),
+        "--rows=ours_0.16M",
+        "--data_dir=no_such_dir",
+        "--workdir=runs",
+        "--out=table.json",
+    ]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "no_such_dir" in result.stderr and "AttributeError" not in result.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "table.json").exists()
+
+
 def test_layer_weights_round_trip_and_name_mismatch(tmp_path):
     source, target = models.resnet20(width=8), models.resnet20(width=8)
     model_io.save_layer_weights(source, tmp_path / "w.npz")

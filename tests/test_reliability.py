@@ -17,7 +17,7 @@ import tfrobustprune
 from configs import quickstart
 from tfrobustprune import config_check, models, strip
 from tfrobustprune.guards import TerminateOnNonFinite
-from tfrobustprune.model_io import ModelFileError, load_keras_model, read_tflite
+from tfrobustprune.model_io import ModelFileError, load_keras_model, read_tflite, write_json_atomic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
@@ -195,3 +195,17 @@ def test_config_validation_accepts_exactly_the_valid_configs(target, epsilon, ep
     else:
         with pytest.raises(config_check.ConfigError, match=r"config\.\w+\.\w+: expected .* Received: "):
             config_check.validate(config)
+
+
+def test_write_json_atomic_replaces_the_file_whole_and_leaves_no_temporary(tmp_path):
+    path = str(tmp_path / "new_dir" / "state.json")
+    write_json_atomic(path, {"epoch": 1})
+    write_json_atomic(path, {"epoch": 2, "best": [0.5]}, indent=2)
+    with open(path) as f:
+        assert json.load(f) == {"epoch": 2, "best": [0.5]}
+    assert os.listdir(tmp_path / "new_dir") == ["state.json"]
+    with pytest.raises(TypeError):
+        write_json_atomic(path, {"epoch": object()})
+    with open(path) as f:  # a failed write leaves the previous file intact
+        assert json.load(f) == {"epoch": 2, "best": [0.5]}
+    assert os.listdir(tmp_path / "new_dir") == ["state.json"]

@@ -59,11 +59,38 @@ def test_freeze_stops_gate_updates(sample, tiny_gated_model):
         (dict(cost_metric="flops"), r"Received: cost_metric='flops'"),
         (dict(epsilon=-0.1), r"Received: epsilon=-0.1"),
         (dict(hw_loss="l2"), r"Received: hw_loss='l2'"),
+        (dict(weight_decay=-1e-4), r"Received: weight_decay=-0.0001"),
     ],
 )
 def test_bad_arguments_are_rejected(tiny_gated_model, kwargs, match):
     with pytest.raises(ValueError, match=match):
         RobustPruneModel(tiny_gated_model, **kwargs)
+
+
+def test_coupled_weight_decay_adds_decay_times_weight_to_the_gradient(sample, tiny_gated_model):
+    # Plain SGD at lr 0.1: the step with decay differs from the step without by exactly -lr * decay * w,
+    # on the weights only; the gates see the same update either way.
+    x = sample.x_train[:32].astype("float32") / 255.0
+    y = sample.y_train[:32]
+    start = [np.array(v) for v in tiny_gated_model.weights]
+    steps = {}
+    for decay in (0.0, 0.05):
+        for v, value in zip(tiny_gated_model.weights, start):
+            v.assign(value)
+        model = RobustPruneModel(tiny_gated_model, attack="none", target_ratio=0.5, hw_lambda=1.0, weight_decay=decay)
+        model.compile(optimizer=keras.optimizers.SGD(0.1))
+        model.train_on_batch(x, y)
+        steps[decay] = {
+            "weights": [np.array(v) for v in model.weight_variables],
+            "gates": [np.array(v) for v in model.gate_variables],
+        }
+    before = {id(v): value for v, value in zip(tiny_gated_model.weights, start)}
+    weight_start = [before[id(v)] for v in model.weight_variables]
+    for plain, decayed, w in zip(steps[0.0]["weights"], steps[0.05]["weights"], weight_start):
+        np.testing.assert_allclose(decayed - plain, -0.1 * 0.05 * w, atol=1e-6)
+    for plain, decayed in zip(steps[0.0]["gates"], steps[0.05]["gates"]):
+        np.testing.assert_allclose(decayed, plain, atol=1e-6)
+    assert RobustPruneModel.from_config(model.get_config()).weight_decay == 0.05
 
 
 def test_ungated_network_is_rejected(tiny_model):

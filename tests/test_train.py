@@ -59,6 +59,22 @@ def test_binary_end_to_end_on_a_tiny_subset(tmp_path):
     assert stripped.count_params() == report["params"]["stripped"]
     assert (workdir / "gated.keras").exists() and (workdir / "tensorboard").is_dir()
 
+    # The overfitting diagnosis reads the run's last checkpoint back with the same config.
+    out = tmp_path / "co.json"
+    overrides = [c for c in command[4:] if c.startswith("--config.")]
+    diagnosis = [sys.executable, "benchmarks/co_diagnosis.py", command[3], f"--workdir={workdir}", "--size=64"]
+    result = subprocess.run(
+        diagnosis + overrides + [f"--out={out}"], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(out.read_text())
+    assert found["checkpoint_epoch"] == 2 and found["attack"] == "fgsm_rs"
+    assert found["val"]["natural"] == pytest.approx(report["validation"]["natural_accuracy"], abs=1.5 / 64)
+    for split in ("train", "val"):
+        assert found[split]["images"] == 64
+        assert 0.0 <= found[split]["pgd10"] <= found[split]["fgsm"] + 0.1
+        assert isinstance(found[split]["catastrophic_overfitting"], bool)
+
 
 def test_run_in_process_writes_consistent_report(tmp_path):
     report = train_lib.run(_tiny_config(), str(tmp_path))
@@ -127,3 +143,13 @@ def test_init_model_errors_name_the_field(tmp_path):
         train_lib.run(_resnet20_tiny_config("dense,init_model=model.h5"), str(tmp_path))
     with pytest.raises(ModelFileError, match=r"missing.keras: no such model file"):
         train_lib.run(_resnet20_tiny_config(f"dense,init_model={tmp_path}/missing.keras"), str(tmp_path))
+
+
+def test_weight_decay_mode_picks_where_the_decay_is_applied():
+    coupled = train_lib.build_model(_resnet20_tiny_config("decay=coupled"), 10, steps_per_epoch=4)
+    assert coupled.weight_decay == 5e-4 and coupled.optimizer.weight_decay is None
+    decoupled = train_lib.build_model(_resnet20_tiny_config("decay=decoupled"), 10, steps_per_epoch=4)
+    assert decoupled.weight_decay == 0.0 and decoupled.optimizer.weight_decay == 5e-4
+    config = _resnet20_tiny_config("decay=l2")
+    with pytest.raises(ConfigError, match=r"config.train.weight_decay_mode: .*Received: 'l2'"):
+        train_lib.run(config, "/nonexistent/never/created")

@@ -8,7 +8,7 @@ import numpy as np
 from absl import logging
 
 from tfrobustprune import attacks as attacks_lib
-from tfrobustprune import budget
+from tfrobustprune import budget, model_io
 
 
 def lambda_schedule(epoch, lambda_max, warmup_epochs=0, ramp_epochs=0):
@@ -170,9 +170,9 @@ class RobustPruneCallback(keras.callbacks.Callback):
         if self._best_weights is not None:
             np.savez(weights_path + ".tmp.npz", *self._best_weights)
             os.replace(weights_path + ".tmp.npz", weights_path)
-        with open(meta_path + ".tmp", "w") as f:
-            json.dump({"best_acc": self._best_acc, "best_epoch": self._best_epoch, "fallback_at": self.fallback_at}, f)
-        os.replace(meta_path + ".tmp", meta_path)
+        model_io.write_json_atomic(
+            meta_path, {"best_acc": self._best_acc, "best_epoch": self._best_epoch, "fallback_at": self.fallback_at}
+        )
 
     def _load_state(self):
         if not self.state_dir or not os.path.exists(self._state_paths()[0]):

@@ -4,6 +4,9 @@ from tfrobustprune import attacks, data, models
 from tfrobustprune.cost import COST_METRICS
 from tfrobustprune.robust_model import HW_LOSSES
 
+# How `train.weight_decay` is applied: added to the gradients (torch.optim.SGD) or by Keras' SGD after the step.
+WEIGHT_DECAY_MODES = ("coupled", "decoupled")
+
 
 class ConfigError(ValueError):
     """A config field holds a value the trainer cannot use; the message names the field."""
@@ -93,6 +96,10 @@ def validate(config):
     for key in ("lambda_max", "weight_decay", "momentum"):
         value = _number(config, f"train.{key}")
         _require(value >= 0.0, f"train.{key}", "a number >= 0", value)
+    decay_mode = config.train.get("weight_decay_mode", "decoupled")
+    _require(
+        decay_mode in WEIGHT_DECAY_MODES, "train.weight_decay_mode", f"one of {list(WEIGHT_DECAY_MODES)}", decay_mode
+    )
     gate_lr = _number(config, "train.gate_learning_rate")
     _require(gate_lr > 0.0, "train.gate_learning_rate", "a number > 0", gate_lr)
     glide = config.train.get("target_glide_epochs", 0)

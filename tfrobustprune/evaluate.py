@@ -140,7 +140,8 @@ def run(
     """Evaluates a model file on images; the whole binary but flags and printing.
 
     Args:
-        model_path: Str, `.keras` or `.tflite`.
+        model_path: Str, `.keras` or `.tflite`; or a loaded `keras.Model` (saves a reload when a
+            caller evaluates one model several times).
         x: Images, uint8 or float in [0, 1].
         y: Int labels.
         attacks: Comma-separated attack names (see `robustness.parse_attack`).
@@ -157,7 +158,7 @@ def run(
     Returns:
         `(result, report)`: a JSON-serialisable dict, and the `robustness.Report`.
     """
-    model = load_model(model_path)
+    model = model_path if isinstance(model_path, keras.Model) else load_model(model_path)
     surrogate = load_model(surrogate_path) if surrogate_path else None
     if surrogate is not None and not isinstance(surrogate, keras.Model):
         raise ValueError(
@@ -187,7 +188,7 @@ def run(
         progress=progress,
     )
     result = {
-        "model": model_path,
+        "model": model_path if isinstance(model_path, str) else model.name,
         "surrogate": surrogate_path,
         "attacks": list(report.robust_accuracy),
         "seed": seed,

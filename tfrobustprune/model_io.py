@@ -1,5 +1,6 @@
 """Loading model files with errors that name the file: `.keras` archives and `.tflite` flatbuffers."""
 
+import json
 import os
 import zipfile
 
@@ -113,3 +114,20 @@ def load_layer_weights(model, path):
         raise ModelFileError(f"{path}: layers {missing[:5]} are not in model {model.name!r}")
     for name, weights in per_layer.items():
         model.get_layer(name).set_weights([weights[i] for i in sorted(weights)])
+
+
+def write_json_atomic(path, value, indent=None):
+    """Writes `value` as JSON to `path` through a temporary file, so a crash never leaves half a file.
+
+    Args:
+        path: Str, the JSON file; its directory is created if missing.
+        value: A JSON-serialisable object.
+        indent: Int or None, passed to `json.dump`.
+    """
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    text = json.dumps(value, indent=indent)  # serialise first: a bad value leaves no temporary behind
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)

@@ -66,6 +66,11 @@ class RobustPruneModel(keras.Model):
         hw_lambda: Float >= 0, initial weight of the hardware loss.
         gate_learning_rate: Float > 0, RMS step of the gate logits per training step.
         hw_loss: "two_sided" (default) or "hinge", see `hardware_loss`.
+        weight_decay: Float >= 0, coupled L2 decay: `weight_decay * w` is added
+            to each weight's gradient before the optimizer step, as
+            `torch.optim.SGD(weight_decay=...)` does (gates excluded). Under
+            momentum `m` it decays `1 / (1 - m)` times as strongly as Keras'
+            decoupled `SGD(weight_decay=...)` of the same value. 0 disables it.
         seed: Int seed of the attack's random starts.
         **kwargs: `keras.Model` keyword arguments, e.g. `name`.
 
@@ -88,6 +93,7 @@ class RobustPruneModel(keras.Model):
         hw_lambda=0.0,
         gate_learning_rate=0.01,
         hw_loss="two_sided",
+        weight_decay=0.0,
         seed=0,
         **kwargs,
     ):
@@ -106,11 +112,14 @@ class RobustPruneModel(keras.Model):
             raise ValueError(f"`hw_lambda` must be >= 0. Received: hw_lambda={hw_lambda}")
         if gate_learning_rate <= 0:
             raise ValueError(f"`gate_learning_rate` must be > 0. Received: gate_learning_rate={gate_learning_rate}")
+        if not weight_decay >= 0:
+            raise ValueError(f"`weight_decay` must be >= 0. Received: weight_decay={weight_decay}")
         self.network = network
         self.attack, self.epsilon, self.step, self.pgd_steps = attack, float(epsilon), step, int(pgd_steps)
         self.cost_metric, self.target_ratio = cost_metric, float(target_ratio)
         self.initial_hw_lambda, self.gate_learning_rate = float(hw_lambda), float(gate_learning_rate)
         self.hw_loss = hw_loss
+        self.weight_decay = float(weight_decay)
         self.cost_model = CostModel(network)
         self.gates = gate_layers(network)
         if not self.gates:
@@ -221,7 +230,10 @@ class RobustPruneModel(keras.Model):
             hw, ratio = self.hardware_loss()
             loss = ce + self.hw_lambda * hw
         grads = tape.gradient(loss, weight_vars + gate_vars)
-        self.optimizer.apply(grads[: len(weight_vars)], weight_vars)
+        weight_grads = grads[: len(weight_vars)]
+        if self.weight_decay:
+            weight_grads = [g + self.weight_decay * ops.convert_to_tensor(v) for g, v in zip(weight_grads, weight_vars)]
+        self.optimizer.apply(weight_grads, weight_vars)
         # A gate frozen before tracing has no gradient: feed zeros (its learning rate is 0 anyway).
         gate_grads = [ops.zeros_like(v) if g is None else g for g, v in zip(grads[len(weight_vars) :], gate_vars)]
         self.gate_optimizer.apply(scale_by_shared_rms(gate_grads, self.gate_grad_ms), gate_vars)
@@ -257,6 +269,7 @@ class RobustPruneModel(keras.Model):
             "hw_lambda": self.initial_hw_lambda,
             "gate_learning_rate": self.gate_learning_rate,
             "hw_loss": self.hw_loss,
+            "weight_decay": self.weight_decay,
             "seed": self.seed,
         }
 

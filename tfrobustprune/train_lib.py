@@ -71,6 +71,8 @@ def build_model(config, num_classes, steps_per_epoch):
     """
     network = gating.gate(base_model(config, num_classes), **config.gates)
     train = config.train
+    # "coupled": L2 added to the gradients (torch.optim.SGD semantics); "decoupled": Keras' SGD weight_decay.
+    coupled_decay = train.get("weight_decay_mode", "decoupled") == "coupled"
     model = RobustPruneModel(
         network,
         attack=config.attack.name,
@@ -81,6 +83,7 @@ def build_model(config, num_classes, steps_per_epoch):
         target_ratio=train.target_ratio,
         gate_learning_rate=train.gate_learning_rate,
         hw_loss=train.hw_loss,
+        weight_decay=train.weight_decay if coupled_decay else 0.0,
         seed=config.seed,
         name=f"robust_{network.name}",
     )
@@ -101,7 +104,10 @@ def build_model(config, num_classes, steps_per_epoch):
         warmup_steps=warmup_steps,
     )
     optimizer = keras.optimizers.SGD(
-        schedule, momentum=train.momentum, nesterov=True, weight_decay=train.weight_decay or None
+        schedule,
+        momentum=train.momentum,
+        nesterov=True,
+        weight_decay=None if coupled_decay else (train.weight_decay or None),
     )
     model.compile(optimizer=optimizer)
     return model
@@ -132,9 +138,7 @@ class EpochClock(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         times = self.seconds()
         times[epoch] = time.time() - self._start
-        with open(self.path + ".tmp", "w") as f:
-            json.dump({str(k): v for k, v in sorted(times.items())}, f)
-        os.replace(self.path + ".tmp", self.path)
+        model_io.write_json_atomic(self.path, {str(k): v for k, v in sorted(times.items())})
 
 
 def make_callbacks(config, workdir, split, epoch_variable):
@@ -310,8 +314,7 @@ def run(config, workdir):
         report["tflite"] = export_and_verify(
             slim, split, os.path.join(workdir, "tflite"), representative_size=config.export.representative_size
         )
-    with open(os.path.join(workdir, REPORT_FILE), "w") as f:
-        json.dump(report, f, indent=2)
+    model_io.write_json_atomic(os.path.join(workdir, REPORT_FILE), report, indent=2)
     logging.info(
         "Done in %.0f s: natural %.4f, PGD-%d %.4f; %s ratio %.4f (target %.4f); params %d -> %d.",
         report["wall_time_seconds"]["total"],

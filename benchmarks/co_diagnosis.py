@@ -1,0 +1,151 @@
+"""Catastrophic-overfitting diagnosis of a trainer checkpoint: natural, training-attack, FGSM and PGD-10 accuracy.
+
+Loads the last checkpoint a `tfrobustprune.train` run left in `WORKDIR/backup` (the end of its last completed
+epoch; also after a crash or a stop) with the run's config, and measures on the first `--size` training and
+validation images:
+
+- natural accuracy;
+- accuracy on the images of the run's own training attack (e.g. N-FGSM), crafted with BN in inference mode;
+- FGSM accuracy (no random start) and PGD-10 accuracy (step 2/255, random start), eps from the config.
+
+Catastrophic overfitting (Wong et al., 2020) shows as a model that single-step attacks (FGSM, the training
+attack) barely hurt while PGD-10 drives it to near zero: the single-step gradient no longer points to the loss
+maximum. The verdict `catastrophic_overfitting` is true when PGD-10 accuracy is below 5% while FGSM or the
+training attack keeps at least half of the natural accuracy.
+
+    python benchmarks/co_diagnosis.py --config=configs/resnet20_cifar10.py:cost=params,target=0.584 \\
+        --config.data.path=../shared/data/cifar10 --workdir=runs/r20_0.16M --out=/tmp/co.json
+"""
+
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # config files import `configs.common`
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "The run's config (the one it trained with).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "The trainer's --workdir (reads backup/latest.weights.h5).")
+_SIZE = flags.DEFINE_integer("size", 512, "Images from each split.")
+_OUT = flags.DEFINE_string("out", None, "Result JSON (default: print only).")
+
+CHECKPOINT = os.path.join("backup", "latest.weights.h5")
+
+
+def co_verdict(natural, training_attack, fgsm, pgd10, pgd_floor=0.05, single_step_share=0.5):
+    """Bool: the catastrophic-overfitting signature (single-step attacks fail, PGD succeeds).
+
+    Args:
+        natural: Float, natural accuracy.
+        training_attack: Float, accuracy on the training attack's images.
+        fgsm: Float, FGSM accuracy.
+        pgd10: Float, PGD-10 accuracy.
+        pgd_floor: Float, PGD accuracy under which the model counts as not robust.
+        single_step_share: Float, share of the natural accuracy a single-step attack leaves for it to count as failed.
+
+    Returns:
+        True when `pgd10 < pgd_floor` and `max(fgsm, training_attack) >= single_step_share * natural`.
+
+    Example:
+
+    >>> co_verdict(natural=0.38, training_attack=0.35, fgsm=0.35, pgd10=0.002)
+    True
+    >>> co_verdict(natural=0.65, training_attack=0.45, fgsm=0.42, pgd10=0.38)
+    False
+    """
+    return bool(pgd10 < pgd_floor and max(fgsm, training_attack) >= single_step_share * natural)
+
+
+def diagnose(network, attack_name, epsilon, step, x, y, seed=0):
+    """Accuracies of a network on images: natural, its training attack, FGSM and PGD-10.
+
+    Args:
+        network: Keras classifier of images in [0, 1].
+        attack_name: The training attack (`attacks.ATTACKS`).
+        epsilon: Float, L-infinity budget in pixels.
+        step: Float or None, the training attack's step (None: its default).
+        x: uint8 images.
+        y: Int labels.
+        seed: Int, random starts.
+
+    Returns:
+        Dict of accuracies and the verdict.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    from tfrobustprune import attacks
+
+    # An even batch: TF 2.21's oneDNN input gradient crashes on odd ones for some widths (attacks.pad_batch).
+    padded = attacks.pad_batch(np.arange(len(y)))
+    images = tf.constant(x[padded].astype("float32") / 255.0)
+    labels = tf.constant(y[padded])
+    loss_of = attacks.cross_entropy_of(network, labels, training=False)
+
+    def accuracy(batch):
+        predictions = np.argmax(network.predict(batch, batch_size=256, verbose=0), -1)[: len(y)]
+        return float(np.mean(predictions == y))
+
+    training_attack = attacks.make_training_attack(attack_name, epsilon, step)
+    seed_tensor = tf.constant([seed, 0], tf.int64)
+    result = {
+        "images": int(len(y)),
+        "natural": accuracy(images),
+        "training_attack": accuracy(training_attack(loss_of, images, seed_tensor)),
+        "fgsm": accuracy(attacks.fgsm(loss_of, images, epsilon)),
+        "pgd10": attacks.pgd_accuracy(network, x, y, epsilon=epsilon, step=2 / 255, steps=10, seed=seed),
+    }
+    result["catastrophic_overfitting"] = co_verdict(
+        result["natural"], result["training_attack"], result["fgsm"], result["pgd10"]
+    )
+    return result
+
+
+def main(argv):
+    del argv
+    if _CONFIG.value is None or not _WORKDIR.value:
+        raise app.UsageError("--config and --workdir are required (the run's config and its --workdir).")
+    checkpoint = os.path.join(_WORKDIR.value, CHECKPOINT)
+    if not os.path.exists(checkpoint):
+        raise app.UsageError(f"--workdir: no checkpoint at {checkpoint}. Received: {_WORKDIR.value!r}")
+    from tfrobustprune import config_check, train_lib
+
+    config = _CONFIG.value
+    config_check.validate(config)
+    split = train_lib.load_data(config)
+    model = train_lib.build_model(config, split.num_classes, max(1, len(split.x_train) // config.train.batch_size))
+    try:
+        model.load_weights(checkpoint)
+    except ValueError as error:  # a checkpoint of an older release lacks some of the trainer's scalar variables
+        logging.warning("Loading the network weights only (%s)", str(error).splitlines()[0])
+        model.load_weights(checkpoint, skip_mismatch=True)
+    n = _SIZE.value
+    if n < 1:
+        raise app.UsageError(f"--size must be >= 1. Received: {n}")
+    with open(os.path.join(_WORKDIR.value, "backup", "training_metadata.json")) as f:
+        epoch = json.load(f).get("epoch")
+    result = {
+        "command": " ".join(sys.argv),
+        "workdir": os.path.abspath(_WORKDIR.value),
+        "checkpoint_epoch": epoch,  # Keras' BackupAndRestore records the number of completed epochs
+        "attack": config.attack.name,
+        "epsilon": config.attack.epsilon,
+        "cost_ratio": model.cost_model.ratio(config.train.cost),
+    }
+    for name, x, y in (("train", split.x_train[:n], split.y_train[:n]), ("val", split.x_val[:n], split.y_val[:n])):
+        result[name] = diagnose(
+            model.network, config.attack.name, config.attack.epsilon, config.attack.step or None, x, y
+        )
+        logging.info("%s: %s", name, result[name])
+    print(json.dumps(result, indent=2))
+    if _OUT.value:
+        from tfrobustprune import model_io
+
+        model_io.write_json_atomic(_OUT.value, result, indent=2)
+
+
+if __name__ == "__main__":
+    app.run(main)

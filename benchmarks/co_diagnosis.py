@@ -5,7 +5,8 @@ epoch; also after a crash or a stop) with the run's config, and measures on the 
 validation images:
 
 - natural accuracy;
-- accuracy on the images of the run's own training attack (e.g. N-FGSM), crafted with BN in inference mode;
+- accuracy on the images of the run's training attack at that checkpoint (e.g. N-FGSM; PGD-K after the guard's
+  fallback, whose checkpoint holds the restored weights), crafted with BN in inference mode;
 - FGSM accuracy (no random start) and PGD-10 accuracy (step 2/255, random start), eps from the config.
 
 Catastrophic overfitting (Wong et al., 2020) shows as a model that single-step attacks (FGSM, the training
@@ -21,6 +22,7 @@ import json
 import os
 import sys
 
+import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -35,7 +37,7 @@ _OUT = flags.DEFINE_string("out", None, "Result JSON (default: print only).")
 CHECKPOINT = os.path.join("backup", "latest.weights.h5")
 
 
-def co_verdict(natural, training_attack, fgsm, pgd10, pgd_floor=0.05, single_step_share=0.5):
+def co_verdict(natural, training_attack, fgsm, pgd10, pgd_floor=0.05, single_step_share=0.5, min_natural=0.2):
     """Bool: the catastrophic-overfitting signature (single-step attacks fail, PGD succeeds).
 
     Args:
@@ -45,9 +47,12 @@ def co_verdict(natural, training_attack, fgsm, pgd10, pgd_floor=0.05, single_ste
         pgd10: Float, PGD-10 accuracy.
         pgd_floor: Float, PGD accuracy under which the model counts as not robust.
         single_step_share: Float, share of the natural accuracy a single-step attack leaves for it to count as failed.
+        min_natural: Float, natural accuracy below which the network counts as untrained (twice chance on
+            CIFAR-10), not as overfitted.
 
     Returns:
-        True when `pgd10 < pgd_floor` and `max(fgsm, training_attack) >= single_step_share * natural`.
+        True when `natural >= min_natural`, `pgd10 < pgd_floor` and
+        `max(fgsm, training_attack) >= single_step_share * natural`.
 
     Example:
 
@@ -55,11 +60,15 @@ def co_verdict(natural, training_attack, fgsm, pgd10, pgd_floor=0.05, single_ste
     True
     >>> co_verdict(natural=0.65, training_attack=0.45, fgsm=0.42, pgd10=0.38)
     False
+    >>> co_verdict(natural=0.10, training_attack=0.07, fgsm=0.06, pgd10=0.01)  # at chance: untrained
+    False
     """
-    return bool(pgd10 < pgd_floor and max(fgsm, training_attack) >= single_step_share * natural)
+    return bool(
+        natural >= min_natural and pgd10 < pgd_floor and max(fgsm, training_attack) >= single_step_share * natural
+    )
 
 
-def diagnose(network, attack_name, epsilon, step, x, y, seed=0):
+def diagnose(network, attack_name, epsilon, step, x, y, pgd_steps=10, seed=0):
     """Accuracies of a network on images: natural, its training attack, FGSM and PGD-10.
 
     Args:
@@ -69,12 +78,12 @@ def diagnose(network, attack_name, epsilon, step, x, y, seed=0):
         step: Float or None, the training attack's step (None: its default).
         x: uint8 images.
         y: Int labels.
+        pgd_steps: Int, iterations of a "pgd" training attack.
         seed: Int, random starts.
 
     Returns:
         Dict of accuracies and the verdict.
     """
-    import numpy as np
     import tensorflow as tf
 
     from tfrobustprune import attacks
@@ -89,7 +98,7 @@ def diagnose(network, attack_name, epsilon, step, x, y, seed=0):
         predictions = np.argmax(network.predict(batch, batch_size=256, verbose=0), -1)[: len(y)]
         return float(np.mean(predictions == y))
 
-    training_attack = attacks.make_training_attack(attack_name, epsilon, step)
+    training_attack = attacks.make_training_attack(attack_name, epsilon, step, pgd_steps)
     seed_tensor = tf.constant([seed, 0], tf.int64)
     result = {
         "images": int(len(y)),
@@ -104,42 +113,84 @@ def diagnose(network, attack_name, epsilon, step, x, y, seed=0):
     return result
 
 
+def attack_in_force(config, workdir):
+    """`(name, step, pgd_steps, fallback_at)` of the attack the run trained with at its last checkpoint.
+
+    After the guard's fallback (`guard.fallback_steps`, recorded in `backup/guard.json`) that is PGD-K with
+    step eps / K, not `config.attack`; `fallback_at` is the 1-based epoch of the switch, or None.
+    """
+    attack = config.attack
+    guard_path = os.path.join(workdir, "backup", "guard.json")
+    fallback_at = None
+    if os.path.exists(guard_path):
+        with open(guard_path) as f:
+            fallback_at = json.load(f).get("fallback_at")
+    if fallback_at is None:
+        return attack.name, attack.step or None, attack.pgd_steps, None
+    steps = config.guard.fallback_steps
+    return "pgd", attack.epsilon / steps, steps, fallback_at + 1
+
+
+def load_checkpoint(model, checkpoint):
+    """Loads a trainer checkpoint into `model`; tolerates only missing trainer scalars of older releases.
+
+    Raises:
+        app.UsageError: when any network weight could not be loaded (the config does not match the run).
+    """
+    try:
+        model.load_weights(checkpoint)
+        return
+    except ValueError as error:
+        logging.warning("Retrying with skip_mismatch (%s)", str(error).splitlines()[0])
+    # Weights (gates aside: a dense run never moves them) all change in training; one still at its initial
+    # value was not in the checkpoint.
+    before = [np.array(v) for v in model.weight_variables]
+    model.load_weights(checkpoint, skip_mismatch=True)
+    unloaded = [v.path for v, old in zip(model.network.trainable_variables, before) if np.array_equal(np.array(v), old)]
+    if unloaded:
+        raise app.UsageError(
+            f"--config does not match the run in --workdir: {len(unloaded)} network weights were not in its "
+            f"checkpoint (e.g. {unloaded[0]}); pass the config the run trained with. Received: {checkpoint!r}"
+        )
+
+
 def main(argv):
     del argv
     if _CONFIG.value is None or not _WORKDIR.value:
         raise app.UsageError("--config and --workdir are required (the run's config and its --workdir).")
+    if _SIZE.value < 1:
+        raise app.UsageError(f"--size must be >= 1. Received: {_SIZE.value}")
     checkpoint = os.path.join(_WORKDIR.value, CHECKPOINT)
-    if not os.path.exists(checkpoint):
-        raise app.UsageError(f"--workdir: no checkpoint at {checkpoint}. Received: {_WORKDIR.value!r}")
+    metadata_path = os.path.join(_WORKDIR.value, "backup", "training_metadata.json")
+    if not os.path.exists(checkpoint) or not os.path.exists(metadata_path):
+        raise app.UsageError(
+            f"--workdir: no trainer checkpoint ({CHECKPOINT} and its training_metadata.json). "
+            f"Received: {_WORKDIR.value!r}"
+        )
     from tfrobustprune import config_check, train_lib
 
     config = _CONFIG.value
     config_check.validate(config)
     split = train_lib.load_data(config)
     model = train_lib.build_model(config, split.num_classes, max(1, len(split.x_train) // config.train.batch_size))
-    try:
-        model.load_weights(checkpoint)
-    except ValueError as error:  # a checkpoint of an older release lacks some of the trainer's scalar variables
-        logging.warning("Loading the network weights only (%s)", str(error).splitlines()[0])
-        model.load_weights(checkpoint, skip_mismatch=True)
-    n = _SIZE.value
-    if n < 1:
-        raise app.UsageError(f"--size must be >= 1. Received: {n}")
-    with open(os.path.join(_WORKDIR.value, "backup", "training_metadata.json")) as f:
+    load_checkpoint(model, checkpoint)
+    with open(metadata_path) as f:
         epoch = json.load(f).get("epoch")
+    name, step, pgd_steps, fallback_at = attack_in_force(config, _WORKDIR.value)
     result = {
         "command": " ".join(sys.argv),
         "workdir": os.path.abspath(_WORKDIR.value),
         "checkpoint_epoch": epoch,  # Keras' BackupAndRestore records the number of completed epochs
-        "attack": config.attack.name,
+        "attack": name,
+        "attack_step": step,
+        "fallback_at": fallback_at,
         "epsilon": config.attack.epsilon,
         "cost_ratio": model.cost_model.ratio(config.train.cost),
     }
-    for name, x, y in (("train", split.x_train[:n], split.y_train[:n]), ("val", split.x_val[:n], split.y_val[:n])):
-        result[name] = diagnose(
-            model.network, config.attack.name, config.attack.epsilon, config.attack.step or None, x, y
-        )
-        logging.info("%s: %s", name, result[name])
+    n = _SIZE.value
+    for part, x, y in (("train", split.x_train[:n], split.y_train[:n]), ("val", split.x_val[:n], split.y_val[:n])):
+        result[part] = diagnose(model.network, name, config.attack.epsilon, step, x, y, pgd_steps=pgd_steps)
+        logging.info("%s: %s", part, result[part])
     print(json.dumps(result, indent=2))
     if _OUT.value:
         from tfrobustprune import model_io

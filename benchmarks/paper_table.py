@@ -359,7 +359,9 @@ def main(argv):
             results[name] = {"row": name, "error": f"{type(error).__name__}: {error}"}
         ordered = [results[n] for n in ROWS if n in results]
         model_io.write_json_atomic(
-            _OUT.value, {"command": " ".join(sys.argv), **header, "rows": ordered, "published": PUBLISHED}
+            _OUT.value,
+            {"command": " ".join(sys.argv), **header, "rows": ordered, "published": PUBLISHED},
+            indent=2,
         )
         print(markdown(ordered), flush=True)
 

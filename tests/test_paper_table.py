@@ -64,7 +64,7 @@ def test_paper_table_rejects_an_unknown_row_before_any_work(tmp_path):
     assert not (tmp_path / "runs").exists() and not (tmp_path / "table.json").exists()
 
 
-def test_paper_table_makes_paths_absolute_then_reports_a_bad_data_dir(tmp_path):
+def test_paper_table_with_relative_paths_gets_to_the_data_check(tmp_path):
     command = [
         sys.executable,
         os.path.join(ROOT, "benchmarks", "paper_table.py"),

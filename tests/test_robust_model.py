@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+from keras import ops
 
 import tfrobustprune
 from tfrobustprune import RobustPruneCallback, RobustPruneModel, attacks, data, lambda_schedule, target_schedule
@@ -67,30 +68,28 @@ def test_bad_arguments_are_rejected(tiny_gated_model, kwargs, match):
         RobustPruneModel(tiny_gated_model, **kwargs)
 
 
-def test_coupled_weight_decay_adds_decay_times_weight_to_the_gradient(sample, tiny_gated_model):
-    # Plain SGD at lr 0.1: the step with decay differs from the step without by exactly -lr * decay * w,
-    # on the weights only; the gates see the same update either way.
+def test_coupled_weight_decay_goes_through_momentum_like_torch_sgd(sample, tiny_gated_model):
+    # With a task loss of zero only the decay moves the weights. Coupled (torch.optim.SGD): the decay enters the
+    # momentum buffer, m1 = -lr wd w0, w1 = w0 + m1, w2 = w1 + mu m1 - lr wd w1. Keras' decoupled decay would give
+    # w0 (1 - lr wd)^2 instead. The gates never move.
+    lr, mu, wd = 0.1, 0.9, 0.05
     x = sample.x_train[:32].astype("float32") / 255.0
     y = sample.y_train[:32]
-    start = [np.array(v) for v in tiny_gated_model.weights]
-    steps = {}
-    for decay in (0.0, 0.05):
-        for v, value in zip(tiny_gated_model.weights, start):
-            v.assign(value)
-        model = RobustPruneModel(tiny_gated_model, attack="none", target_ratio=0.5, hw_lambda=1.0, weight_decay=decay)
-        model.compile(optimizer=keras.optimizers.SGD(0.1))
-        model.train_on_batch(x, y)
-        steps[decay] = {
-            "weights": [np.array(v) for v in model.weight_variables],
-            "gates": [np.array(v) for v in model.gate_variables],
-        }
-    before = {id(v): value for v, value in zip(tiny_gated_model.weights, start)}
-    weight_start = [before[id(v)] for v in model.weight_variables]
-    for plain, decayed, w in zip(steps[0.0]["weights"], steps[0.05]["weights"], weight_start):
-        np.testing.assert_allclose(decayed - plain, -0.1 * 0.05 * w, atol=1e-6)
-    for plain, decayed in zip(steps[0.0]["gates"], steps[0.05]["gates"]):
-        np.testing.assert_allclose(decayed, plain, atol=1e-6)
-    assert RobustPruneModel.from_config(model.get_config()).weight_decay == 0.05
+    model = RobustPruneModel(tiny_gated_model, attack="none", target_ratio=1.0, hw_lambda=0.0, weight_decay=wd)
+    model.compile(optimizer=keras.optimizers.SGD(lr, momentum=mu), loss=lambda y_true, y_pred: 0.0 * ops.sum(y_pred))
+    w0 = [np.array(v) for v in model.weight_variables]
+    gates = [np.array(v) for v in model.gate_variables]
+    model.train_on_batch(x, y)
+    model.train_on_batch(x, y)
+    for v, w in zip(model.weight_variables, w0):
+        m1 = -lr * wd * w
+        w1 = w + m1
+        np.testing.assert_allclose(np.array(v), w1 + mu * m1 - lr * wd * w1, rtol=1e-5, atol=1e-7)
+        if np.abs(w).max() > 1e-3:  # differs from the decoupled rule
+            assert not np.allclose(np.array(v), w * (1 - lr * wd) ** 2, rtol=1e-5, atol=1e-7)
+    for v, g in zip(model.gate_variables, gates):
+        np.testing.assert_array_equal(np.array(v), g)
+    assert RobustPruneModel.from_config(model.get_config()).weight_decay == wd
 
 
 def test_ungated_network_is_rejected(tiny_model):

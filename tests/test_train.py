@@ -74,6 +74,11 @@ def test_binary_end_to_end_on_a_tiny_subset(tmp_path):
         assert found[split]["images"] == 64
         assert 0.0 <= found[split]["pgd10"] <= found[split]["fgsm"] + 0.1
         assert isinstance(found[split]["catastrophic_overfitting"], bool)
+    # A config that does not match the run (another width) is refused, not diagnosed half-loaded.
+    wrong = [c for c in overrides if not c.startswith("--config.model.width")] + ["--config.model.width=16"]
+    result = subprocess.run(diagnosis + wrong, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert "--config does not match the run in --workdir" in result.stderr, result.stderr[-2000:]
 
 
 def test_run_in_process_writes_consistent_report(tmp_path):

@@ -4,7 +4,7 @@ from tfrobustprune import attacks, data, models
 from tfrobustprune.cost import COST_METRICS
 from tfrobustprune.robust_model import HW_LOSSES
 
-# How `train.weight_decay` is applied: added to the gradients (torch.optim.SGD) or by Keras' SGD after the step.
+# How `train.weight_decay` is applied: added to the gradients (torch.optim.SGD) or by Keras' SGD beside the update.
 WEIGHT_DECAY_MODES = ("coupled", "decoupled")
 
 

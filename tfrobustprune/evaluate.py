@@ -137,7 +137,7 @@ def run(
     checks=True,
     progress=False,
 ):
-    """Evaluates a model file on images; the whole binary but flags and printing.
+    """Evaluates a model (file or loaded `keras.Model`) on images; the whole binary but flags and printing.
 
     Args:
         model_path: Str, `.keras` or `.tflite`; or a loaded `keras.Model` (saves a reload when a
@@ -188,7 +188,7 @@ def run(
         progress=progress,
     )
     result = {
-        "model": model_path if isinstance(model_path, str) else model.name,
+        "model": model.name if isinstance(model_path, keras.Model) else model_path,
         "surrogate": surrogate_path,
         "attacks": list(report.robust_accuracy),
         "seed": seed,

@@ -232,7 +232,10 @@ class RobustPruneModel(keras.Model):
         grads = tape.gradient(loss, weight_vars + gate_vars)
         weight_grads = grads[: len(weight_vars)]
         if self.weight_decay:
-            weight_grads = [g + self.weight_decay * ops.convert_to_tensor(v) for g, v in zip(weight_grads, weight_vars)]
+            weight_grads = [
+                None if g is None else g + self.weight_decay * ops.convert_to_tensor(v)
+                for g, v in zip(weight_grads, weight_vars)
+            ]
         self.optimizer.apply(weight_grads, weight_vars)
         # A gate frozen before tracing has no gradient: feed zeros (its learning rate is 0 anyway).
         gate_grads = [ops.zeros_like(v) if g is None else g for g, v in zip(grads[len(weight_vars) :], gate_vars)]

@@ -1,0 +1,41 @@
+import importlib.util
+import json
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def co_diagnosis():
+    spec = importlib.util.spec_from_file_location("co_diagnosis", os.path.join(ROOT, "benchmarks", "co_diagnosis.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "natural,training_attack,fgsm,pgd10,expected",
+    [
+        (0.31, 0.63, 0.34, 0.0, True),  # label leaking: better on its own perturbations than on clean images
+        (0.38, 0.35, 0.35, 0.002, True),  # single-step attacks barely hurt, PGD wipes it out
+        (0.66, 0.45, 0.42, 0.38, False),  # a robust model
+        (0.60, 0.05, 0.04, 0.01, False),  # not robust at all, but single-step attacks work: no CO
+        (0.10, 0.07, 0.06, 0.01, False),  # at chance: untrained, not overfitted
+    ],
+)
+def test_co_verdict(co_diagnosis, natural, training_attack, fgsm, pgd10, expected):
+    assert co_diagnosis.co_verdict(natural, training_attack, fgsm, pgd10) is expected
+
+
+def test_attack_in_force_follows_the_guards_fallback(co_diagnosis, tmp_path):
+    from configs import resnet20_cifar10
+
+    config = resnet20_cifar10.get_config("attack=n_fgsm")
+    assert co_diagnosis.attack_in_force(config, str(tmp_path)) == ("n_fgsm", None, 10, None)
+    os.makedirs(tmp_path / "backup")
+    (tmp_path / "backup" / "guard.json").write_text(json.dumps({"best_acc": 0.2, "best_epoch": 1, "fallback_at": 3}))
+    name, step, steps, fallback_at = co_diagnosis.attack_in_force(config, str(tmp_path))
+    assert (name, steps, fallback_at) == ("pgd", config.guard.fallback_steps, 4)
+    assert step == pytest.approx(config.attack.epsilon / config.guard.fallback_steps)

@@ -49,7 +49,9 @@ _DATA_DIR = flags.DEFINE_string("data_dir", "../shared/data/cifar10", "Directory
 _WORKDIR = flags.DEFINE_string("workdir", os.path.join(REPO, "runs", "paper_table"), "Runs and caches.")
 _EPOCHS = flags.DEFINE_integer("epochs", 30, "Epoch budget of every pruned row.")
 _FINETUNE_EPOCHS = flags.DEFINE_integer("finetune_epochs", 10, "Fine-tuning epochs of the peers.")
-_ATTACK = flags.DEFINE_enum("attack", "n_fgsm", ["n_fgsm", "fgsm_rs"], "Training attack of every row.")
+_ATTACK = flags.DEFINE_enum(
+    "attack", "n_fgsm", ["n_fgsm", "fgsm_rs", "pgd2"], "Training attack of every row (pgd2: PGD-2, step eps/2)."
+)
 _FINETUNE_LR = flags.DEFINE_float("finetune_lr", 0.05, "Peak learning rate of the peers' fine-tuning.")
 _ROWS = flags.DEFINE_list("rows", None, "Rows to run (default: all).")
 _STRONG_EVAL_SIZE = flags.DEFINE_integer("strong_eval_size", 1000, "Images for PGD-50x10 and APGD-CE.")

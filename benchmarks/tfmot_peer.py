@@ -37,7 +37,9 @@ _EPOCHS = flags.DEFINE_integer("epochs", 10, "Fine-tuning epochs.")
 _LR = flags.DEFINE_float("learning_rate", 0.05, "Peak learning rate (linear warm-up, cosine decay).")
 _BATCH = flags.DEFINE_integer("batch_size", 128, "Batch size.")
 _EPSILON = flags.DEFINE_float("epsilon", 8 / 255, "L-infinity budget in pixels.")
-_ATTACK = flags.DEFINE_enum("attack", "n_fgsm", ["n_fgsm", "fgsm_rs"], "Training attack, as in our trainer.")
+_ATTACK = flags.DEFINE_enum(
+    "attack", "n_fgsm", ["n_fgsm", "fgsm_rs", "pgd2"], "Training attack, as in our trainer (pgd2: step eps/2)."
+)
 _PRUNE_END = flags.DEFINE_float("prune_end", 0.6, "Fraction of the steps at which the final sparsity is reached.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed.")
 _OUT = flags.DEFINE_string("out", None, "Output directory.", required=True)
@@ -188,15 +190,19 @@ def main(argv):
     @tf.function
     def train_step(images, labels):
         if _ATTACK.value == "n_fgsm":  # noise 2 eps, step eps, no projection
-            start = tf.clip_by_value(images + tf.random.uniform(tf.shape(images), -2 * eps, 2 * eps), 0.0, 1.0)
-            limit, step = 3 * eps, eps
-        else:  # fgsm_rs: uniform start in the eps-ball, step 1.25 eps, projected
-            start = tf.clip_by_value(images + tf.random.uniform(tf.shape(images), -eps, eps), 0.0, 1.0)
-            limit, step = eps, 1.25 * eps
-        with tf.GradientTape() as tape:
-            tape.watch(start)
-            attack_loss = loss_fn(labels, model(start, training=True))
-        delta = tf.clip_by_value(start + step * tf.sign(tape.gradient(attack_loss, start)) - images, -limit, limit)
+            noise, limit, step, steps = 2 * eps, 3 * eps, eps, 1
+        elif _ATTACK.value == "fgsm_rs":  # uniform start in the eps-ball, step 1.25 eps, projected
+            noise, limit, step, steps = eps, eps, 1.25 * eps, 1
+        else:  # pgd2: uniform start in the eps-ball, two projected steps of eps / 2
+            noise, limit, step, steps = eps, eps, eps / 2, 2
+        delta = tf.clip_by_value(images + tf.random.uniform(tf.shape(images), -noise, noise), 0.0, 1.0) - images
+        for _ in range(steps):
+            start = images + delta
+            with tf.GradientTape() as tape:
+                tape.watch(start)
+                attack_loss = loss_fn(labels, model(start, training=True))
+            delta = tf.clip_by_value(start + step * tf.sign(tape.gradient(attack_loss, start)) - images, -limit, limit)
+            delta = tf.clip_by_value(images + delta, 0.0, 1.0) - images
         adversarial = tf.stop_gradient(tf.clip_by_value(images + delta, 0.0, 1.0))
         with tf.GradientTape() as tape:
             logits = model(adversarial, training=True)

@@ -21,7 +21,11 @@ projection), one gradient like FGSM-RS. With FGSM-RS (Wong et al., 2020) both of
 our full ResNet20 runs overfitted catastrophically in epoch 2-3 (training FGSM
 accuracy at the level of natural validation accuracy, PGD-5 probe accuracy
 0.6-2%), at peak learning rates 0.2 and 0.1 alike; `attack=fgsm_rs` restores it.
+`attack=pgd2` (any `pgdK`) trains with K-step PGD, step eps / K, from the start:
+1.5x the cost of an N-FGSM epoch for K = 2.
 """
+
+import re
 
 import ml_collections
 
@@ -61,6 +65,12 @@ def get_config(arg=None):
 
     # Adversarial training section
     config.attack = dict(name=arg.attack, epsilon=8 / 255, step=0.0, pgd_steps=10)  # step 0: the attack's default
+    pgd_k = re.fullmatch(r"pgd(\d+)", arg.attack)
+    if pgd_k:  # `attack=pgdK`: K-step PGD with step eps / K (the guard's fallback attack), e.g. pgd2
+        steps = int(pgd_k.group(1))
+        if steps < 1:
+            raise ValueError(f"Config arg 'attack': pgdK needs K >= 1. Received: attack={arg.attack!r}")
+        config.attack.update(name="pgd", step=config.attack.epsilon / steps, pgd_steps=steps)
 
     # Optimizer and pruning section
     epochs = 1 if arg.quick else arg.epochs

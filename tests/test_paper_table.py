@@ -18,7 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     importlib.util.find_spec("tensorflow_model_optimization") is None or importlib.util.find_spec("tf_keras") is None,
     reason="the TFMOT peer needs benchmarks/requirements-tfmot.txt",
 )
-def test_tfmot_peer_prunes_to_the_target_and_its_weights_load_into_keras3(tmp_path):
+@pytest.mark.parametrize("attack", ["n_fgsm", "pgd2"])
+def test_tfmot_peer_prunes_to_the_target_and_its_weights_load_into_keras3(tmp_path, attack):
     sample = data.load_sample()
     np.savez(tmp_path / "train.npz", x=sample.x_train[:256], y=sample.y_train[:256])
     dense = models.resnet20()
@@ -31,12 +32,14 @@ def test_tfmot_peer_prunes_to_the_target_and_its_weights_load_into_keras3(tmp_pa
         f"--data={tmp_path / 'train.npz'}",
         f"--target_nonzero={target}",
         "--epochs=2",
+        f"--attack={attack}",
         f"--out={tmp_path / 'out'}",
     ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "out" / "result.json").read_text())
     assert abs(report["nonzero"] - target) <= 0.001 * target
+    assert report["attack"] == attack
     assert report["params"] == dense.count_params()
     pruned = models.resnet20()
     model_io.load_layer_weights(pruned, tmp_path / "out" / "weights.npz")

@@ -158,3 +158,16 @@ def test_weight_decay_mode_picks_where_the_decay_is_applied():
     config = _resnet20_tiny_config("decay=l2")
     with pytest.raises(ConfigError, match=r"config.train.weight_decay_mode: .*Received: 'l2'"):
         train_lib.run(config, "/nonexistent/never/created")
+
+
+def test_resnet20_config_pgd_k_attack():
+    from configs import resnet20_cifar10
+    from tfrobustprune import config_check
+
+    config = resnet20_cifar10.get_config("attack=pgd2")
+    assert (config.attack.name, config.attack.pgd_steps) == ("pgd", 2)
+    assert config.attack.step == pytest.approx(config.attack.epsilon / 2)
+    config_check.validate(config)
+    with pytest.raises(ValueError, match=r"Received: attack='pgd0'"):
+        resnet20_cifar10.get_config("attack=pgd0")
+    assert resnet20_cifar10.get_config("attack=n_fgsm").attack.pgd_steps == 10

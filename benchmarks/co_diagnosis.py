@@ -29,10 +29,18 @@ from ml_collections import config_flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # config files import `configs.common`
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "The run's config (the one it trained with).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "The trainer's --workdir (reads backup/latest.weights.h5).")
-_SIZE = flags.DEFINE_integer("size", 512, "Images from each split.")
-_OUT = flags.DEFINE_string("out", None, "Result JSON (default: print only).")
+_CONFIG = _WORKDIR = _SIZE = _OUT = None  # flag holders, defined by `define_flags`
+
+
+def define_flags():
+    """Defines the script's flags; only when run as a script, so tests can import its functions in a process
+    whose global absl flags (e.g. tflite_export's `--out`) would otherwise clash with these."""
+    global _CONFIG, _WORKDIR, _SIZE, _OUT
+    _CONFIG = config_flags.DEFINE_config_file("config", None, "The run's config (the one it trained with).")
+    _WORKDIR = flags.DEFINE_string("workdir", None, "The trainer's --workdir (reads backup/latest.weights.h5).")
+    _SIZE = flags.DEFINE_integer("size", 512, "Images from each split.")
+    _OUT = flags.DEFINE_string("out", None, "Result JSON (default: print only).")
+
 
 CHECKPOINT = os.path.join("backup", "latest.weights.h5")
 
@@ -199,4 +207,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

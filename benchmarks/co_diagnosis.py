@@ -94,26 +94,24 @@ def diagnose(network, attack_name, epsilon, step, x, y, pgd_steps=10, seed=0):
     """
     import tensorflow as tf
 
-    from tfrobustprune import attacks
+    from tfrobustprune import attacks, robustness
 
+    # Natural, FGSM and PGD-10 (step 2/255) come from the library's evaluation; only the training attack is ours.
+    report = robustness.evaluate_robustness(network, x, y, "fgsm,pgd10", epsilon, 2 / 255, seed=seed, checks=False)
     # An even batch: TF 2.21's oneDNN input gradient crashes on odd ones for some widths (attacks.pad_batch).
     padded = attacks.pad_batch(np.arange(len(y)))
     images = tf.constant(x[padded].astype("float32") / 255.0)
-    labels = tf.constant(y[padded])
-    loss_of = attacks.cross_entropy_of(network, labels, training=False)
-
-    def accuracy(batch):
-        predictions = np.argmax(network.predict(batch, batch_size=256, verbose=0), -1)[: len(y)]
-        return float(np.mean(predictions == y))
-
-    training_attack = attacks.make_training_attack(attack_name, epsilon, step, pgd_steps)
-    seed_tensor = tf.constant([seed, 0], tf.int64)
+    loss_of = attacks.cross_entropy_of(network, tf.constant(y[padded]), training=False)
+    attacked = attacks.make_training_attack(attack_name, epsilon, step, pgd_steps)(
+        loss_of, images, tf.constant([seed, 0], tf.int64)
+    )
+    predictions = np.argmax(network.predict(attacked, batch_size=256, verbose=0), -1)[: len(y)]
     result = {
         "images": int(len(y)),
-        "natural": accuracy(images),
-        "training_attack": accuracy(training_attack(loss_of, images, seed_tensor)),
-        "fgsm": accuracy(attacks.fgsm(loss_of, images, epsilon)),
-        "pgd10": attacks.pgd_accuracy(network, x, y, epsilon=epsilon, step=2 / 255, steps=10, seed=seed),
+        "natural": report.natural_accuracy,
+        "training_attack": float(np.mean(predictions == y)),
+        "fgsm": report.robust_accuracy["fgsm"],
+        "pgd10": report.robust_accuracy["pgd10"],
     }
     result["catastrophic_overfitting"] = co_verdict(
         result["natural"], result["training_attack"], result["fgsm"], result["pgd10"]
@@ -145,16 +143,16 @@ def load_checkpoint(model, checkpoint):
     Raises:
         app.UsageError: when any network weight could not be loaded (the config does not match the run).
     """
+    # Weights (gates aside: a dense run never moves them) all change in training; one still at its initial
+    # value after loading was not in the checkpoint. Taken before any attempt, which may load part of it.
+    initial = [np.array(v) for v in model.weight_variables]
     try:
         model.load_weights(checkpoint)
         return
     except ValueError as error:
         logging.warning("Retrying with skip_mismatch (%s)", str(error).splitlines()[0])
-    # Weights (gates aside: a dense run never moves them) all change in training; one still at its initial
-    # value was not in the checkpoint.
-    before = [np.array(v) for v in model.weight_variables]
     model.load_weights(checkpoint, skip_mismatch=True)
-    unloaded = [v.path for v, old in zip(model.network.trainable_variables, before) if np.array_equal(np.array(v), old)]
+    unloaded = [v.path for v, old in zip(model.weight_variables, initial) if np.array_equal(np.array(v), old)]
     if unloaded:
         raise app.UsageError(
             f"--config does not match the run in --workdir: {len(unloaded)} network weights were not in its "

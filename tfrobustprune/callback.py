@@ -64,7 +64,7 @@ class RobustPruneCallback(keras.callbacks.Callback):
     closes the least important channels until the cost target holds exactly
     (`budget.close_to_target`) and freezes the gates, so the remaining epochs
     train weights only. After each epoch it measures PGD accuracy on a fixed
-    fixed probe batch (Wong et al., 2020); if it falls more than `max_drop`
+    probe batch (Wong et al., 2020); if it falls more than `max_drop`
     below the best so far (catastrophic overfitting), the best weights come back
     and training either stops or, with `fallback_steps`, goes on with PGD. Per-group widths, the hard cost ratio, `hw_lambda`
     and the probe accuracy go into `logs`, so `History` and `TensorBoard`

@@ -122,7 +122,7 @@ def write_json_atomic(path, value, indent=None):
     Args:
         path: Str, the JSON file; its directory is created if missing.
         value: A JSON-serialisable object.
-        indent: Int or None, passed to `json.dump`.
+        indent: Int or None, passed to `json.dumps`.
     """
     directory = os.path.dirname(path)
     if directory:

@@ -125,6 +125,8 @@ def attack_in_force(config, workdir):
     After the guard's fallback (`guard.fallback_steps`, recorded in `backup/guard.json`) that is PGD-K with
     step eps / K, not `config.attack`; `fallback_at` is the 1-based epoch of the switch, or None.
     """
+    from tfrobustprune import attacks
+
     attack = config.attack
     guard_path = os.path.join(workdir, "backup", "guard.json")
     fallback_at = None
@@ -133,8 +135,8 @@ def attack_in_force(config, workdir):
             fallback_at = json.load(f).get("fallback_at")
     if fallback_at is None:
         return attack.name, attack.step or None, attack.pgd_steps, None
-    steps = config.guard.fallback_steps
-    return "pgd", attack.epsilon / steps, steps, fallback_at + 1
+    fallback = attacks.pgd_k(attack.epsilon, config.guard.fallback_steps)
+    return fallback["attack"], fallback["step"], fallback["pgd_steps"], fallback_at + 1
 
 
 def load_checkpoint(model, checkpoint):

@@ -30,6 +30,7 @@ import re
 import ml_collections
 
 from configs import common
+from tfrobustprune import attacks
 
 
 def get_config(arg=None):
@@ -70,7 +71,8 @@ def get_config(arg=None):
         steps = int(pgd_k.group(1))
         if steps < 1:
             raise ValueError(f"Config arg 'attack': pgdK needs K >= 1. Received: attack={arg.attack!r}")
-        config.attack.update(name="pgd", step=config.attack.epsilon / steps, pgd_steps=steps)
+        spec = attacks.pgd_k(config.attack.epsilon, steps)
+        config.attack.update(name=spec["attack"], step=spec["step"], pgd_steps=spec["pgd_steps"])
 
     # Optimizer and pruning section
     epochs = 1 if arg.quick else arg.epochs

@@ -51,3 +51,11 @@ def test_unknown_attack_and_bad_epsilon_are_rejected():
 def test_default_steps():
     assert attacks.default_step("fgsm_rs", EPS) == pytest.approx(10 / 255)
     assert attacks.default_step("pgd", EPS) == pytest.approx(2 / 255)
+
+
+def test_pgd_k_splits_the_budget_into_k_steps():
+    spec = attacks.pgd_k(EPS, 2)
+    assert spec == {"attack": "pgd", "step": pytest.approx(4 / 255), "pgd_steps": 2}
+    for bad in (0, 1.5, -2):
+        with pytest.raises(ValueError, match=rf"Received: steps={bad}"):
+            attacks.pgd_k(EPS, bad)

@@ -131,6 +131,29 @@ def default_step(attack, epsilon):
     }[attack]
 
 
+def pgd_k(epsilon, steps):
+    """The training attack "PGD-K": `steps` iterations of step `epsilon / steps`.
+
+    The guard's fallback after catastrophic overfitting and the configs' `attack=pgdK`
+    both train with it: K steps of eps / K can just reach the budget's corner.
+
+    Args:
+        epsilon: Float in [0, 1], L-infinity budget in pixels.
+        steps: Int >= 1, the K of PGD-K.
+
+    Returns:
+        Dict `{"attack": "pgd", "step": epsilon / steps, "pgd_steps": steps}`, the
+        keyword arguments of `RobustPruneModel.set_training_attack`.
+
+    Example:
+    >>> pgd_k(8 / 255, 2)["step"] == 4 / 255
+    True
+    """
+    if int(steps) != steps or steps < 1:
+        raise ValueError(f"`steps` of PGD-K must be an integer >= 1. Received: steps={steps!r}")
+    return {"attack": "pgd", "step": epsilon / int(steps), "pgd_steps": int(steps)}
+
+
 def make_training_attack(name, epsilon, step=None, steps=10):
     """Returns `attack(loss_of, x) -> x_adv` for the named training attack.
 

@@ -303,7 +303,7 @@ class RobustPruneCallback(keras.callbacks.Callback):
     def _switch_to_fallback(self, epoch):
         self.fallback_at = epoch
         model = self.model
-        model.set_training_attack("pgd", step=model.epsilon / self.fallback_steps, pgd_steps=self.fallback_steps)
+        model.set_training_attack(**attacks_lib.pgd_k(model.epsilon, self.fallback_steps))
 
     def on_train_end(self, logs=None):
         if self.collapsed_at is not None and self._best_weights is not None:

@@ -6,6 +6,12 @@ from tfrobustprune.robust_model import HW_LOSSES
 
 # How `train.weight_decay` is applied: added to the gradients (torch.optim.SGD) or by Keras' SGD beside the update.
 WEIGHT_DECAY_MODES = ("coupled", "decoupled")
+DEFAULT_WEIGHT_DECAY_MODE = "decoupled"  # configs written before the option existed
+
+
+def weight_decay_mode(config):
+    """`config.train.weight_decay_mode`, or `DEFAULT_WEIGHT_DECAY_MODE` for configs that predate it."""
+    return config.train.get("weight_decay_mode", DEFAULT_WEIGHT_DECAY_MODE)
 
 
 class ConfigError(ValueError):
@@ -96,7 +102,7 @@ def validate(config):
     for key in ("lambda_max", "weight_decay", "momentum"):
         value = _number(config, f"train.{key}")
         _require(value >= 0.0, f"train.{key}", "a number >= 0", value)
-    decay_mode = config.train.get("weight_decay_mode", "decoupled")
+    decay_mode = weight_decay_mode(config)
     _require(
         decay_mode in WEIGHT_DECAY_MODES, "train.weight_decay_mode", f"one of {list(WEIGHT_DECAY_MODES)}", decay_mode
     )

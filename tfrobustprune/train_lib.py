@@ -72,7 +72,7 @@ def build_model(config, num_classes, steps_per_epoch):
     network = gating.gate(base_model(config, num_classes), **config.gates)
     train = config.train
     # "coupled": L2 added to the gradients (torch.optim.SGD semantics); "decoupled": Keras' SGD weight_decay.
-    coupled_decay = train.get("weight_decay_mode", "decoupled") == "coupled"
+    coupled_decay = config_check.weight_decay_mode(config) == "coupled"
     model = RobustPruneModel(
         network,
         attack=config.attack.name,

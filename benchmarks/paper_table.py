@@ -207,14 +207,11 @@ def run_tfmot_row(row_dir, size, dense):
         {"dense": dense["model"], "epochs": _FINETUNE_EPOCHS.value, "lr": _FINETUNE_LR.value, "attack": _ATTACK.value},
     )
     if not os.path.exists(result_path):
-        import numpy as np
-
         os.makedirs(row_dir, exist_ok=True)
         split_path = os.path.join(_WORKDIR.value, "train_split.npz")
         if not os.path.exists(split_path):
             split = data.load("npz", path=_DATA_DIR.value)
-            np.savez(split_path + ".tmp.npz", x=split.x_train, y=split.y_train)
-            os.replace(split_path + ".tmp.npz", split_path)
+            model_io.write_npz_atomic(split_path, x=split.x_train, y=split.y_train)
         dense_weights = os.path.join(row_dir, "dense_weights.npz")
         model_io.save_layer_weights(model_io.load_keras_model(dense["model"]), dense_weights)
         command = [

@@ -17,7 +17,7 @@ import tfrobustprune
 from configs import quickstart
 from tfrobustprune import config_check, models, strip
 from tfrobustprune.guards import TerminateOnNonFinite
-from tfrobustprune.model_io import ModelFileError, load_keras_model, read_tflite, write_json_atomic
+from tfrobustprune.model_io import ModelFileError, load_keras_model, read_tflite, write_json_atomic, write_npz_atomic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
@@ -209,3 +209,14 @@ def test_write_json_atomic_replaces_the_file_whole_and_leaves_no_temporary(tmp_p
     with open(path) as f:  # a failed write leaves the previous file intact
         assert json.load(f) == {"epoch": 2, "best": [0.5]}
     assert os.listdir(tmp_path / "new_dir") == ["state.json"]
+
+
+def test_write_npz_atomic_keeps_names_and_order_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "weights" / "best.npz"  # path-like, in a directory that does not exist yet
+    write_npz_atomic(path, np.zeros(2), np.ones(3))
+    write_npz_atomic(path, np.arange(4), x=np.full(2, 7))
+    with np.load(path) as arrays:
+        assert sorted(arrays.files) == ["arr_0", "x"]
+        np.testing.assert_array_equal(arrays["arr_0"], np.arange(4))
+        np.testing.assert_array_equal(arrays["x"], [7, 7])
+    assert os.listdir(tmp_path / "weights") == ["best.npz"]

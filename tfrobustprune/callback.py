@@ -168,8 +168,7 @@ class RobustPruneCallback(keras.callbacks.Callback):
         os.makedirs(self.state_dir, exist_ok=True)
         meta_path, weights_path = self._state_paths()
         if self._best_weights is not None:
-            np.savez(weights_path + ".tmp.npz", *self._best_weights)
-            os.replace(weights_path + ".tmp.npz", weights_path)
+            model_io.write_npz_atomic(weights_path, *self._best_weights)
         model_io.write_json_atomic(
             meta_path, {"best_acc": self._best_acc, "best_epoch": self._best_epoch, "fallback_at": self.fallback_at}
         )

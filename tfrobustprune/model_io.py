@@ -87,7 +87,7 @@ def save_layer_weights(model, path):
         path: Str, the `.npz` file to write.
     """
     arrays = {f"{layer.name}/{i}": w for layer in model.layers for i, w in enumerate(layer.get_weights())}
-    np.savez(path, **arrays)
+    write_npz_atomic(path, **arrays)
 
 
 def load_layer_weights(model, path):
@@ -124,6 +124,7 @@ def write_json_atomic(path, value, indent=None):
         value: A JSON-serialisable object.
         indent: Int or None, passed to `json.dumps`.
     """
+    path = os.fspath(path)
     directory = os.path.dirname(path)
     if directory:
         os.makedirs(directory, exist_ok=True)
@@ -131,3 +132,20 @@ def write_json_atomic(path, value, indent=None):
     with open(path + ".tmp", "w") as f:
         f.write(text)
     os.replace(path + ".tmp", path)
+
+
+def write_npz_atomic(path, *arrays, **named_arrays):
+    """`np.savez(path, *arrays, **named_arrays)` through a temporary file, so a crash never leaves half a file.
+
+    Args:
+        path: Str or path-like, the `.npz` file (it should end in `.npz`; NumPy appends it otherwise).
+        *arrays: Arrays stored as `arr_0`, `arr_1`, ...
+        **named_arrays: Arrays stored under their keyword.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    temporary = path + ".tmp.npz"  # NumPy would append ".npz" to any other name
+    np.savez(temporary, *arrays, **named_arrays)
+    os.replace(temporary, path)

@@ -23,6 +23,14 @@ images are the validation split every figure is measured on). Rows, in order
   in its own process under tf_keras (`benchmarks/tfmot_peer.py`, run by
   `--tfmot_python`).
 
+Diagnostic rows, only when `--rows` names them:
+
+- `l1widths_0.16M`, `l1widths_0.04M`: the dense model, L1-norm filter pruning
+  to the per-group widths our row of that size settled on
+  (`magnitude.l1_prune_to_widths`), fine-tuned like peer 1. Against `l1_*` it
+  judges our channel allocation apart from our training; against `ours_*`,
+  our training apart from the allocation.
+
 Per row: parameters, non-zero parameters, MACs, natural and PGD-10 accuracy on
 all validation images, PGD-50 with 10 restarts and APGD-CE on the first
 `--strong_eval_size`, epochs and training wall time, full-int8 TFLite size,
@@ -53,7 +61,7 @@ _ATTACK = flags.DEFINE_enum(
     "attack", "n_fgsm", ["n_fgsm", "fgsm_rs", "pgd2"], "Training attack of every row (pgd2: PGD-2, step eps/2)."
 )
 _FINETUNE_LR = flags.DEFINE_float("finetune_lr", 0.05, "Peak learning rate of the peers' fine-tuning.")
-_ROWS = flags.DEFINE_list("rows", None, "Rows to run (default: all).")
+_ROWS = flags.DEFINE_list("rows", None, "Rows to run (default: the seven of ROWS; DIAGNOSTIC_ROWS only by name).")
 _STRONG_EVAL_SIZE = flags.DEFINE_integer("strong_eval_size", 1000, "Images for PGD-50x10 and APGD-CE.")
 _CALIBRATION_SIZE = flags.DEFINE_integer("calibration_size", 500, "int8 calibration images (training split).")
 _LATENCY_RUNS = flags.DEFINE_integer("latency_runs", 300, "LiteRT invocations per latency figure.")
@@ -64,6 +72,7 @@ _MODELS_DIR = flags.DEFINE_string("models_dir", os.path.join(RESULTS, "models"),
 DENSE_PARAMS = 274_042
 SIZES = {"0.16M": 0.584, "0.04M": 0.146}  # parameter ratios of the dense ResNet20
 ROWS = ("ours_0.16M", "dense", "l1_0.16M", "tfmot_0.16M", "ours_0.04M", "l1_0.04M", "tfmot_0.04M")
+DIAGNOSTIC_ROWS = ("l1widths_0.16M", "l1widths_0.04M")  # run only when `--rows` names them
 PUBLISHED = [  # natural / PGD accuracy on the CIFAR-10 test set, eps 8/255, as printed in the papers
     {"row": "Vemparala et al. 2021, dense FAT ResNet20", "params": 0.27e6, "natural": 0.8152, "pgd": 0.4065},
     {"row": "Vemparala et al. 2021, ResNet20 at 0.16M", "params": 0.16e6, "natural": 0.7967, "pgd": 0.4322},
@@ -161,19 +170,26 @@ def run_row(name, context):
         return {"model": os.path.join(row_dir, "stripped.keras"), **summary, "method": method}
     dense = context.get("dense") or run_row("dense", context)
     context["dense"] = dense
-    if kind == "l1":
+    if kind in ("l1", "l1widths"):
         import keras
 
         from tfrobustprune import magnitude, model_io
 
         os.makedirs(row_dir, exist_ok=True)
         pruned_path = os.path.join(row_dir, "l1_pruned.keras")
+        allocation = "" if kind == "l1" else f" to the widths of ours_{size}"
         if not os.path.exists(pruned_path):
-            # The same floors as our gates (configs/resnet20_cifar10.py: min_fraction 0.1).
-            pruned, result = magnitude.l1_prune(
-                model_io.load_keras_model(dense["model"]), "params", SIZES[size], min_fraction=0.1
-            )
-            logging.info("L1 pruning to %s: params ratio %.4f", size, result["ratio"])
+            dense_model = model_io.load_keras_model(dense["model"])
+            if kind == "l1":
+                # The same floors as our gates (configs/resnet20_cifar10.py: min_fraction 0.1).
+                pruned, result = magnitude.l1_prune(dense_model, "params", SIZES[size], min_fraction=0.1)
+                logging.info("L1 pruning to %s: params ratio %.4f", size, result["ratio"])
+            else:
+                ours = context.get(f"ours_{size}") or run_row(f"ours_{size}", context)
+                context[f"ours_{size}"] = ours
+                widths = magnitude.group_widths(model_io.load_keras_model(ours["model"]))
+                pruned = magnitude.l1_prune_to_widths(dense_model, widths)
+                logging.info("L1 pruning to the widths of ours_%s: %s", size, widths)
             pruned.save(pruned_path)
             keras.backend.clear_session()
         report = train(
@@ -188,11 +204,12 @@ def run_row(name, context):
             "train_seconds": dense["train_seconds"] + tuned["train_seconds"],
             "timed_epochs": dense["timed_epochs"] + tuned["timed_epochs"],
             "catastrophic_overfitting_at": tuned["catastrophic_overfitting_at"],
-            "method": f"dense {dense['epochs']} ep + L1-norm filter pruning + {tuned['epochs']} ep {_ATTACK.value}",
+            "method": f"dense {dense['epochs']} ep + L1-norm filter pruning{allocation} + "
+            f"{tuned['epochs']} ep {_ATTACK.value}",
         }
     if kind == "tfmot":
         return run_tfmot_row(row_dir, size, dense)
-    raise app.UsageError(f"--rows: unknown row {name!r}; known: {', '.join(ROWS)}")
+    raise app.UsageError(f"--rows: unknown row {name!r}; known: {', '.join(ROWS + DIAGNOSTIC_ROWS)}")
 
 
 def run_tfmot_row(row_dir, size, dense):
@@ -324,9 +341,9 @@ def _header(split):
 def main(argv):
     del argv
     names = _ROWS.value or list(ROWS)
-    unknown = [n for n in names if n not in ROWS]
+    unknown = [n for n in names if n not in ROWS + DIAGNOSTIC_ROWS]
     if unknown:
-        raise app.UsageError(f"--rows: unknown {unknown}; known: {', '.join(ROWS)}")
+        raise app.UsageError(f"--rows: unknown {unknown}; known: {', '.join(ROWS + DIAGNOSTIC_ROWS)}")
     if not 0 < _FINETUNE_EPOCHS.value < _EPOCHS.value:
         raise app.UsageError(
             f"--finetune_epochs must be in [1, --epochs). Received: {_FINETUNE_EPOCHS.value} (epochs {_EPOCHS.value})"
@@ -356,7 +373,7 @@ def main(argv):
         except Exception as error:  # noqa: BLE001  (one failed row must not cost the others hours of training)
             logging.exception("Row %s failed", name)
             results[name] = {"row": name, "error": f"{type(error).__name__}: {error}"}
-        ordered = [results[n] for n in ROWS if n in results]
+        ordered = [results[n] for n in ROWS + DIAGNOSTIC_ROWS if n in results]
         model_io.write_json_atomic(
             _OUT.value,
             {"command": " ".join(sys.argv), **header, "rows": ordered, "published": PUBLISHED},

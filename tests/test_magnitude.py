@@ -53,3 +53,36 @@ def test_l1_prune_rejects_bad_arguments():
         magnitude.l1_prune(model, "flops", 0.5)
     with pytest.raises(ValueError, match=r"Received: target_ratio=1.5"):
         magnitude.l1_prune(model, "params", 1.5)
+
+
+def test_l1_prune_to_widths_keeps_the_largest_filters_at_the_given_widths():
+    model = _resnet(seed=5)
+    dense = magnitude.group_widths(model)
+    widths = {name: max(1, width // 2) if name.startswith("stage") else width for name, width in dense.items()}
+    widths["stream:stem_conv"] = 3
+    gated = magnitude.l1_gates_to_widths(model, widths)
+    cost = CostModel(gated)
+    assert cost.named_widths() == widths
+    norms = magnitude.filter_l1_norms(gated, cost)
+    for gid, layer_gate in cost.gates.items():
+        is_open = np.asarray(layer_gate.hard_mask()).astype(bool)
+        if not is_open.all():
+            assert norms[gid][is_open].min() >= norms[gid][~is_open].max()
+    pruned = magnitude.l1_prune_to_widths(model, widths)
+    assert magnitude.group_widths(pruned) == widths  # the allocation survives the strip
+    assert magnitude.group_widths(model) == dense
+    x = np.random.default_rng(2).uniform(size=(2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(pruned.predict(x, verbose=0), gated.predict(x, verbose=0), atol=1e-4)
+
+
+def test_l1_prune_to_widths_rejects_unknown_missing_and_out_of_range_widths():
+    model = _resnet()
+    dense = magnitude.group_widths(model)
+    with pytest.raises(ValueError, match=r"unknown: \['nope'\], missing: \[\]"):
+        magnitude.l1_prune_to_widths(model, {**dense, "nope": 2})
+    with pytest.raises(ValueError, match=r"missing: \['stream:stem_conv'\]"):
+        magnitude.l1_prune_to_widths(model, {k: v for k, v in dense.items() if k != "stream:stem_conv"})
+    with pytest.raises(ValueError, match=r"Received: widths\['stream:stem_conv'\]=0"):
+        magnitude.l1_prune_to_widths(model, {**dense, "stream:stem_conv": 0})
+    with pytest.raises(ValueError, match=r"Received: widths\['stream:stem_conv'\]=9"):
+        magnitude.l1_prune_to_widths(model, {**dense, "stream:stem_conv": 9})

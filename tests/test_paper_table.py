@@ -64,6 +64,7 @@ def test_paper_table_rejects_an_unknown_row_before_any_work(tmp_path):
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "unknown ['bogus']" in result.stderr
+    assert "l1widths_0.16M" in result.stderr  # the diagnostic rows are known, though not run by default
     assert not (tmp_path / "runs").exists() and not (tmp_path / "table.json").exists()
 
 

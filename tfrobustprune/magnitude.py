@@ -96,3 +96,72 @@ def l1_prune(model, metric, target_ratio, min_channels=1, min_fraction=0.0):
     """
     gated, result = l1_gates(model, metric, target_ratio, min_channels, min_fraction)
     return strip(gated), result
+
+
+def group_widths(model):
+    """The width of every channel group of a plain model, in the form `l1_prune_to_widths` takes.
+
+    Args:
+        model: A functional `keras.Model` without gates, e.g. a stripped `RobustPruneModel` network.
+
+    Returns:
+        Dict group name -> channels, e.g. `{"stream:stem_conv": 16, "stage1_block1_1_conv": 16, ...}`.
+    """
+    return CostModel(gating.gate(model)).named_widths()
+
+
+def l1_gates_to_widths(model, widths):
+    """Gates `model` and keeps, in every group, the `widths[gid]` channels of largest L1 norm.
+
+    Transfers a channel allocation (e.g. the widths the gates of a `RobustPruneModel` settled
+    on, `RobustPruneCallback`'s `width/<gid>` logs) to a trained dense model, so that the
+    allocation and the training that found it can be judged apart (Liu et al., "Rethinking
+    the Value of Network Pruning", ICLR 2019).
+
+    Args:
+        model: A trained functional `keras.Model` without gates.
+        widths: Dict group name (e.g. "stage3_block2_1_conv", "stream:stem_conv", as in the
+            `width/<name>` logs) -> int in [1, group width]. Every group must be named.
+
+    Returns:
+        The gated model with frozen gates (closed channels output zeros).
+
+    Raises:
+        ValueError: for an unknown or missing group id, or a width out of range.
+    """
+    gated = gating.gate(model, min_channels=1, min_fraction=0.0, init_logit=1.0)
+    cost_model = CostModel(gated)
+    names = {gid: cost_model.graph.groups[gid].name for gid in cost_model.gates}
+    unknown = sorted(set(widths) - set(names.values()))
+    missing = sorted(set(names.values()) - set(widths))
+    if unknown or missing:
+        raise ValueError(
+            f"`widths` must name every channel group of the model once; unknown: {unknown}, missing: {missing}. "
+            f"Received: widths={widths!r}"
+        )
+    for gid, norms in filter_l1_norms(gated, cost_model).items():
+        name = names[gid]
+        keep = widths[name]
+        if int(keep) != keep or not 1 <= keep <= len(norms):
+            raise ValueError(
+                f"`widths[{name!r}]` must be an integer in [1, {len(norms)}]. Received: widths[{name!r}]={keep!r}"
+            )
+        kept = np.argsort(-norms, kind="stable")[: int(keep)]
+        logits = np.full(len(norms), budget.CLOSED_LOGIT, dtype="float32")
+        logits[kept] = 1.0
+        cost_model.gates[gid].logits.assign(logits)
+        cost_model.gates[gid].frozen = True
+    return gated
+
+
+def l1_prune_to_widths(model, widths):
+    """Prunes a trained model to given per-group widths by L1 norm and strips it (see `l1_gates_to_widths`).
+
+    Returns:
+        The smaller plain `keras.Model`.
+
+    Example:
+
+    >>> pruned = l1_prune_to_widths(trained_resnet20, {"stream:stem_conv": 12, ...})
+    """
+    return strip(l1_gates_to_widths(model, widths))

@@ -177,17 +177,20 @@ def run_row(name, context):
 
         os.makedirs(row_dir, exist_ok=True)
         pruned_path = os.path.join(row_dir, "l1_pruned.keras")
-        allocation = "" if kind == "l1" else f" to the widths of ours_{size}"
+        allocation, widths = "", None
+        if kind == "l1widths":
+            ours = context.get(f"ours_{size}") or run_row(f"ours_{size}", context)
+            context[f"ours_{size}"] = ours
+            widths = magnitude.group_widths(model_io.load_keras_model(ours["model"]))
+            check_settings(row_dir, {"dense": dense["model"], "widths": widths})  # a retrained ours_* is refused
+            allocation = f" to the widths of ours_{size}"
         if not os.path.exists(pruned_path):
             dense_model = model_io.load_keras_model(dense["model"])
-            if kind == "l1":
+            if widths is None:
                 # The same floors as our gates (configs/resnet20_cifar10.py: min_fraction 0.1).
                 pruned, result = magnitude.l1_prune(dense_model, "params", SIZES[size], min_fraction=0.1)
                 logging.info("L1 pruning to %s: params ratio %.4f", size, result["ratio"])
             else:
-                ours = context.get(f"ours_{size}") or run_row(f"ours_{size}", context)
-                context[f"ours_{size}"] = ours
-                widths = magnitude.group_widths(model_io.load_keras_model(ours["model"]))
                 pruned = magnitude.l1_prune_to_widths(dense_model, widths)
                 logging.info("L1 pruning to the widths of ours_%s: %s", size, widths)
             pruned.save(pruned_path)
@@ -198,14 +201,17 @@ def run_row(name, context):
             f"init_model={pruned_path}",
         )
         tuned = trained_summary(report)
+        # Epochs and time count the dense run and the fine-tuning; for l1widths not the ours_* run behind the widths.
         return {
             "model": os.path.join(row_dir, "finetune", "stripped.keras"),
             "epochs": dense["epochs"] + tuned["epochs"],
             "train_seconds": dense["train_seconds"] + tuned["train_seconds"],
             "timed_epochs": dense["timed_epochs"] + tuned["timed_epochs"],
             "catastrophic_overfitting_at": tuned["catastrophic_overfitting_at"],
-            "method": f"dense {dense['epochs']} ep + L1-norm filter pruning{allocation} + "
-            f"{tuned['epochs']} ep {_ATTACK.value}",
+            "fallback_at": tuned["fallback_at"],
+            "final_attack": tuned["final_attack"],
+            "method": f"dense {dense['epochs']} ep ({_attack_text(dense)}) + L1-norm filter pruning{allocation} + "
+            f"{tuned['epochs']} ep {_attack_text(tuned)}",
         }
     if kind == "tfmot":
         return run_tfmot_row(row_dir, size, dense)
@@ -350,7 +356,7 @@ def main(argv):
         )
     for holder in (_WORKDIR, _OUT, _MODELS_DIR):  # subprocesses run from the repository root
         flags.FLAGS[holder.name].value = os.path.abspath(holder.value)
-    from tfrobustprune import data, model_io
+    from tfrobustprune import data, magnitude, model_io
 
     split = data.load("npz", path=_DATA_DIR.value)  # fails early, with a DataError, on a bad directory
     os.makedirs(_WORKDIR.value, exist_ok=True)
@@ -368,7 +374,14 @@ def main(argv):
             measured = measure(name, trained, split)
             os.makedirs(_MODELS_DIR.value, exist_ok=True)
             shutil.copyfile(trained["model"], os.path.join(_MODELS_DIR.value, f"resnet20_{name}.keras"))
-            results[name] = {"row": name, **trained, **measured, "model": f"models/resnet20_{name}.keras"}
+            widths = magnitude.group_widths(model_io.load_keras_model(trained["model"]))
+            results[name] = {
+                "row": name,
+                **trained,
+                **measured,
+                "widths": widths,  # channels per group of the final model (TFMOT's stay dense, with zeros)
+                "model": f"models/resnet20_{name}.keras",
+            }
             logging.info("Row %s done in %.0f s: %s", name, time.time() - started, results[name])
         except Exception as error:  # noqa: BLE001  (one failed row must not cost the others hours of training)
             logging.exception("Row %s failed", name)

@@ -56,6 +56,9 @@ def test_default_steps():
 def test_pgd_k_splits_the_budget_into_k_steps():
     spec = attacks.pgd_k(EPS, 2)
     assert spec == {"attack": "pgd", "step": pytest.approx(4 / 255), "pgd_steps": 2}
-    for bad in (0, 1.5, -2):
-        with pytest.raises(ValueError, match=rf"Received: steps={bad}"):
+    assert attacks.pgd_k(EPS, np.int64(4))["pgd_steps"] == 4
+    for bad in (0, 1.5, -2, True, None, "2"):
+        with pytest.raises(ValueError, match=rf"Received: steps={bad!r}"):
             attacks.pgd_k(EPS, bad)
+    with pytest.raises(ValueError, match=r"Received: epsilon=8"):
+        attacks.pgd_k(8, 2)

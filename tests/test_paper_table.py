@@ -91,3 +91,62 @@ def test_layer_weights_round_trip_and_name_mismatch(tmp_path):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(model_io.ModelFileError, match=r"w.npz: layers \['stage1_block2_1_bn'"):
         model_io.load_layer_weights(models.cifar_resnet(depth=8, width=8), tmp_path / "w.npz")
+
+
+_L1WIDTHS_SCRIPT = r"""
+import json, os, sys
+sys.path.insert(0, os.path.join(sys.argv[1], "benchmarks"))
+from absl import flags
+import paper_table
+from tfrobustprune import magnitude, model_io, models
+
+flags.FLAGS([sys.argv[0], f"--workdir={sys.argv[2]}", "--data_dir=unused"])
+calls = []
+
+def fake_train(row_dir, config_arg):
+    calls.append(os.path.basename(row_dir))
+    os.makedirs(row_dir, exist_ok=True)
+    stripped = os.path.join(row_dir, "stripped.keras")
+    dense = models.cifar_resnet(depth=8, width=8)
+    if os.path.basename(row_dir) == "dense":
+        dense.save(stripped)
+    elif os.path.basename(row_dir).startswith("ours"):
+        magnitude.l1_prune(dense, "params", 0.5)[0].save(stripped)
+    calls.append(config_arg)
+    return {"epochs": {"configured": 3, "catastrophic_overfitting_at": None, "run": 3,
+                       "fallback_at": 1 if "init_model" in config_arg else None,
+                       "final_attack": "pgd2" if "init_model" in config_arg else None},
+            "wall_time_seconds": {"train": 2.0}}
+
+paper_table.train = fake_train
+context = {}
+row = paper_table.run_row("l1widths_0.16M", context)
+pruned = model_io.load_keras_model(os.path.join(sys.argv[2], "l1widths_0.16M", "l1_pruned.keras"))
+ours = model_io.load_keras_model(context["ours_0.16M"]["model"])
+print(json.dumps({"calls": calls, "method": row["method"], "epochs": row["epochs"],
+                  "fallback_at": row["fallback_at"], "same_widths":
+                  magnitude.group_widths(pruned) == magnitude.group_widths(ours),
+                  "default_rows": list(paper_table.ROWS)}))
+"""
+
+
+def test_l1widths_row_prunes_the_dense_model_to_the_widths_of_ours(tmp_path):
+    # Its own process: the benchmark's absl flags would clash with tflite_export's in this one.
+    script = tmp_path / "run_row.py"
+    script.write_text(_L1WIDTHS_SCRIPT)
+    result = subprocess.run(
+        [sys.executable, str(script), ROOT, str(tmp_path / "runs")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    trained = out["calls"][::2]
+    assert trained == ["dense", "ours_0.16M", "finetune"]  # each needed run once, ours before the pruning
+    assert "init_model=" in out["calls"][-1] and "l1widths_0.16M/l1_pruned.keras" in out["calls"][-1]
+    assert out["same_widths"]
+    assert "to the widths of ours_0.16M" in out["method"] and "pgd2 after epoch 1" in out["method"]
+    assert out["epochs"] == 6 and out["fallback_at"] == 1
+    assert "l1widths_0.16M" not in out["default_rows"]  # diagnostic: only when --rows names it

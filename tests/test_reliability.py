@@ -213,10 +213,21 @@ def test_write_json_atomic_replaces_the_file_whole_and_leaves_no_temporary(tmp_p
 
 def test_write_npz_atomic_keeps_names_and_order_and_leaves_no_temporary(tmp_path):
     path = tmp_path / "weights" / "best.npz"  # path-like, in a directory that does not exist yet
-    write_npz_atomic(path, np.zeros(2), np.ones(3))
-    write_npz_atomic(path, np.arange(4), x=np.full(2, 7))
+    assert write_npz_atomic(path, np.zeros(2), np.ones(3)) == str(path)
+    write_npz_atomic(path, np.arange(4), np.full(3, 5), x=np.full(2, 7))
     with np.load(path) as arrays:
-        assert sorted(arrays.files) == ["arr_0", "x"]
+        assert sorted(arrays.files) == ["arr_0", "arr_1", "x"]
         np.testing.assert_array_equal(arrays["arr_0"], np.arange(4))
+        np.testing.assert_array_equal(arrays["arr_1"], [5, 5, 5])
         np.testing.assert_array_equal(arrays["x"], [7, 7])
+
+    class Unwritable:
+        def __array__(self, dtype=None, copy=None):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_npz_atomic(path, np.zeros(1), Unwritable())
+    with np.load(path) as arrays:  # the previous file is intact
+        np.testing.assert_array_equal(arrays["arr_1"], [5, 5, 5])
     assert os.listdir(tmp_path / "weights") == ["best.npz"]
+    assert write_npz_atomic(tmp_path / "weights" / "plain", np.zeros(1)).endswith("plain.npz")  # as np.savez

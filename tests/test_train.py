@@ -158,6 +158,14 @@ def test_weight_decay_mode_picks_where_the_decay_is_applied():
     config = _resnet20_tiny_config("decay=l2")
     with pytest.raises(ConfigError, match=r"config.train.weight_decay_mode: .*Received: 'l2'"):
         train_lib.run(config, "/nonexistent/never/created")
+    older = _resnet20_tiny_config("decay=coupled")  # a config written before the option existed
+    del older.train["weight_decay_mode"]
+    from tfrobustprune import config_check
+
+    config_check.validate(older)
+    assert config_check.weight_decay_mode(older) == "decoupled"
+    legacy = train_lib.build_model(older, 10, steps_per_epoch=4)
+    assert legacy.weight_decay == 0.0 and legacy.optimizer.weight_decay == 5e-4
 
 
 def test_resnet20_config_pgd_k_attack():

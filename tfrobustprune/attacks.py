@@ -6,6 +6,8 @@ training step and the evaluation. `fgsm_rs` follows Wong et al. (2020),
 `n_fgsm` de Jorge et al. (2022), `pgd` Madry et al. (2018).
 """
 
+import numbers
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -149,8 +151,10 @@ def pgd_k(epsilon, steps):
     >>> pgd_k(8 / 255, 2)["step"] == 4 / 255
     True
     """
-    if int(steps) != steps or steps < 1:
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
         raise ValueError(f"`steps` of PGD-K must be an integer >= 1. Received: steps={steps!r}")
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"`epsilon` must be in [0, 1] (pixel units, e.g. 8/255). Received: epsilon={epsilon}")
     return {"attack": "pgd", "step": epsilon / int(steps), "pgd_steps": int(steps)}
 
 

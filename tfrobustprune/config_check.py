@@ -10,7 +10,14 @@ DEFAULT_WEIGHT_DECAY_MODE = "decoupled"  # configs written before the option exi
 
 
 def weight_decay_mode(config):
-    """`config.train.weight_decay_mode`, or `DEFAULT_WEIGHT_DECAY_MODE` for configs that predate it."""
+    """How the config applies its weight decay.
+
+    Args:
+        config: A training `ConfigDict` (or dict) with a `train` section.
+
+    Returns:
+        Str, `config.train.weight_decay_mode`, or `DEFAULT_WEIGHT_DECAY_MODE` for configs that predate it.
+    """
     return config.train.get("weight_decay_mode", DEFAULT_WEIGHT_DECAY_MODE)
 
 

@@ -1,4 +1,4 @@
-"""L1-norm filter pruning of a trained model to a cost target: the classic post-training baseline.
+"""L1-norm filter pruning of a trained model to a cost target or to given widths: the classic post-training baseline.
 
 Li et al., "Pruning Filters for Efficient ConvNets" (ICLR 2017) rank the filters
 of a trained network by the L1 norm of their weights and remove the smallest.
@@ -6,8 +6,10 @@ Here the ranking runs over the same channel groups the gates use (a residual
 stream is one group, scored by the summed norms of every layer writing to it),
 norms are divided by their group's mean so layers of different scale compete
 fairly, and channels are removed smallest first until the cost target holds
-(`budget.close_to_target`). The result is stripped like a gated model, so the
-pruned model is a genuinely smaller plain Keras model.
+(`budget.close_to_target`). `l1_prune_to_widths` instead keeps a given number
+of channels per group (an allocation found elsewhere, e.g. by the gates). The
+result is stripped like a gated model, so the pruned model is a genuinely
+smaller plain Keras model.
 """
 
 import numpy as np
@@ -47,6 +49,13 @@ def filter_l1_norms(gated, cost_model=None):
     return norms
 
 
+def _gated_with_norms(model, min_channels, min_fraction):
+    """`(gated, cost_model, norms)`: `model` with open gates, its `CostModel` and `filter_l1_norms`."""
+    gated = gating.gate(model, min_channels=min_channels, min_fraction=min_fraction, init_logit=1.0)
+    cost_model = CostModel(gated)
+    return gated, cost_model, filter_l1_norms(gated, cost_model)
+
+
 def l1_gates(model, metric, target_ratio, min_channels=1, min_fraction=0.0):
     """Gates `model` and closes its channels by L1 norm until `metric` is at most `target_ratio` of dense.
 
@@ -69,9 +78,8 @@ def l1_gates(model, metric, target_ratio, min_channels=1, min_fraction=0.0):
         raise ValueError(f"`metric` must be one of {COST_METRICS}. Received: metric={metric!r}")
     if not 0.0 < target_ratio <= 1.0:
         raise ValueError(f"`target_ratio` must be in (0, 1]. Received: target_ratio={target_ratio}")
-    gated = gating.gate(model, min_channels=min_channels, min_fraction=min_fraction, init_logit=1.0)
-    cost_model = CostModel(gated)
-    for gid, norms in filter_l1_norms(gated, cost_model).items():
+    gated, cost_model, group_norms = _gated_with_norms(model, min_channels, min_fraction)
+    for gid, norms in group_norms.items():
         relative = norms / max(float(norms.mean()), 1e-12)
         # Logits rank channels for close_to_target; all start open (sigmoid(1 + x) > 0.5).
         cost_model.gates[gid].logits.assign((1.0 + relative).astype("float32"))
@@ -129,8 +137,7 @@ def l1_gates_to_widths(model, widths):
     Raises:
         ValueError: for an unknown or missing group id, or a width out of range.
     """
-    gated = gating.gate(model, min_channels=1, min_fraction=0.0, init_logit=1.0)
-    cost_model = CostModel(gated)
+    gated, cost_model, group_norms = _gated_with_norms(model, min_channels=1, min_fraction=0.0)
     names = {gid: cost_model.graph.groups[gid].name for gid in cost_model.gates}
     unknown = sorted(set(widths) - set(names.values()))
     missing = sorted(set(names.values()) - set(widths))
@@ -139,7 +146,7 @@ def l1_gates_to_widths(model, widths):
             f"`widths` must name every channel group of the model once; unknown: {unknown}, missing: {missing}. "
             f"Received: widths={widths!r}"
         )
-    for gid, norms in filter_l1_norms(gated, cost_model).items():
+    for gid, norms in group_norms.items():
         name = names[gid]
         keep = widths[name]
         if int(keep) != keep or not 1 <= keep <= len(norms):
@@ -157,11 +164,18 @@ def l1_gates_to_widths(model, widths):
 def l1_prune_to_widths(model, widths):
     """Prunes a trained model to given per-group widths by L1 norm and strips it (see `l1_gates_to_widths`).
 
+    Args:
+        model: A trained functional `keras.Model` without gates.
+        widths: Dict group name -> channels to keep, naming every group (`group_widths` gives
+            the form, e.g. of another pruned model).
+
     Returns:
         The smaller plain `keras.Model`.
 
     Example:
 
-    >>> pruned = l1_prune_to_widths(trained_resnet20, {"stream:stem_conv": 12, ...})
+    >>> pruned = l1_prune_to_widths(trained_resnet20, group_widths(our_stripped_resnet20))
+    >>> group_widths(pruned) == group_widths(our_stripped_resnet20)
+    True
     """
     return strip(l1_gates_to_widths(model, widths))

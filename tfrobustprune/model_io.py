@@ -137,15 +137,29 @@ def write_json_atomic(path, value, indent=None):
 def write_npz_atomic(path, *arrays, **named_arrays):
     """`np.savez(path, *arrays, **named_arrays)` through a temporary file, so a crash never leaves half a file.
 
+    Like `np.savez`, appends ".npz" to a `path` that does not end in it. A failed
+    write leaves the previous file, if any, untouched and no temporary behind.
+
     Args:
-        path: Str or path-like, the `.npz` file (it should end in `.npz`; NumPy appends it otherwise).
+        path: Str or path-like, the `.npz` file; its directory is created if missing.
         *arrays: Arrays stored as `arr_0`, `arr_1`, ...
         **named_arrays: Arrays stored under their keyword.
+
+    Returns:
+        Str, the path written.
     """
     path = os.fspath(path)
+    if not path.endswith(".npz"):
+        path += ".npz"
     directory = os.path.dirname(path)
     if directory:
         os.makedirs(directory, exist_ok=True)
-    temporary = path + ".tmp.npz"  # NumPy would append ".npz" to any other name
-    np.savez(temporary, *arrays, **named_arrays)
+    temporary = path[: -len(".npz")] + ".tmp.npz"
+    try:
+        np.savez(temporary, *arrays, **named_arrays)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
     os.replace(temporary, path)
+    return path

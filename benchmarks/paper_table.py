@@ -193,7 +193,7 @@ def run_row(name, context):
             else:
                 pruned = magnitude.l1_prune_to_widths(dense_model, widths)
                 logging.info("L1 pruning to the widths of ours_%s: %s", size, widths)
-            pruned.save(pruned_path)
+            model_io.save_keras_atomic(pruned, pruned_path)
             keras.backend.clear_session()
         report = train(
             os.path.join(row_dir, "finetune"),
@@ -253,7 +253,7 @@ def run_tfmot_row(row_dir, size, dense):
     if not os.path.exists(model_path):
         model = models.resnet20()
         model_io.load_layer_weights(model, os.path.join(row_dir, "peer", "weights.npz"))
-        model.save(model_path)
+        model_io.save_keras_atomic(model, model_path)
     return {
         "model": model_path,
         "epochs": dense["epochs"] + peer["epochs"],

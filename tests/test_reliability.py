@@ -17,7 +17,14 @@ import tfrobustprune
 from configs import quickstart
 from tfrobustprune import config_check, models, strip
 from tfrobustprune.guards import TerminateOnNonFinite
-from tfrobustprune.model_io import ModelFileError, load_keras_model, read_tflite, write_json_atomic, write_npz_atomic
+from tfrobustprune.model_io import (
+    ModelFileError,
+    load_keras_model,
+    read_tflite,
+    save_keras_atomic,
+    write_json_atomic,
+    write_npz_atomic,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
@@ -231,3 +238,25 @@ def test_write_npz_atomic_keeps_names_and_order_and_leaves_no_temporary(tmp_path
         np.testing.assert_array_equal(arrays["arr_1"], [5, 5, 5])
     assert os.listdir(tmp_path / "weights") == ["best.npz"]
     assert write_npz_atomic(tmp_path / "weights" / "plain", np.zeros(1)).endswith("plain.npz")  # as np.savez
+
+
+def test_save_keras_atomic_round_trips_and_cleans_up_a_failed_save(tmp_path):
+    model = models.cifar_resnet(depth=8, width=4)
+    path = tmp_path / "models" / "m.keras"
+    save_keras_atomic(model, path)
+    loaded = load_keras_model(str(path))
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+    class Unsavable:
+        def save(self, filepath):
+            with open(filepath, "wb") as f:
+                f.write(b"half a zip")
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        save_keras_atomic(Unsavable(), path)
+    assert os.listdir(tmp_path / "models") == ["m.keras"]  # the finished file stays, no temporary
+    load_keras_model(str(path))
+    with pytest.raises(ValueError, match=r"Received: path='m.h5'"):
+        save_keras_atomic(model, "m.h5")

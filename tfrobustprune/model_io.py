@@ -134,6 +134,33 @@ def write_json_atomic(path, value, indent=None):
     os.replace(path + ".tmp", path)
 
 
+def save_keras_atomic(model, path):
+    """`model.save(path)` through a temporary file, so a run stopped mid-save never leaves a corrupt `.keras`
+    that a resumed run would take as finished.
+
+    Args:
+        model: A `keras.Model`.
+        path: Str or path-like ending in ".keras"; its directory is created if missing.
+
+    Raises:
+        ValueError: if `path` does not end in ".keras".
+    """
+    path = os.fspath(path)
+    if not path.endswith(".keras"):
+        raise ValueError(f"`path` must end in '.keras'. Received: path={path!r}")
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    temporary = path[: -len(".keras")] + ".tmp.keras"
+    try:
+        model.save(temporary)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+    os.replace(temporary, path)
+
+
 def write_npz_atomic(path, *arrays, **named_arrays):
     """`np.savez(path, *arrays, **named_arrays)` through a temporary file, so a crash never leaves half a file.
 

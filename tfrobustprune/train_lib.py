@@ -245,9 +245,9 @@ def run(config, workdir):
         )
 
     network = model.network
-    network.save(os.path.join(workdir, GATED_FILE))
+    model_io.save_keras_atomic(network, os.path.join(workdir, GATED_FILE))
     slim = strip(network)
-    slim.save(os.path.join(workdir, STRIPPED_FILE))
+    model_io.save_keras_atomic(slim, os.path.join(workdir, STRIPPED_FILE))
     check = split.x_val[:1000].astype("float32") / 255.0
     max_abs_diff = float(np.max(np.abs(network.predict(check, verbose=0) - slim.predict(check, verbose=0))))
     if max_abs_diff > 1e-4:

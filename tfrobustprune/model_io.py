@@ -148,17 +148,7 @@ def save_keras_atomic(model, path):
     path = os.fspath(path)
     if not path.endswith(".keras"):
         raise ValueError(f"`path` must end in '.keras'. Received: path={path!r}")
-    directory = os.path.dirname(path)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    temporary = path[: -len(".keras")] + ".tmp.keras"
-    try:
-        model.save(temporary)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-    os.replace(temporary, path)
+    _write_through_temporary(path, ".keras", model.save)
 
 
 def write_npz_atomic(path, *arrays, **named_arrays):
@@ -178,15 +168,21 @@ def write_npz_atomic(path, *arrays, **named_arrays):
     path = os.fspath(path)
     if not path.endswith(".npz"):
         path += ".npz"
+    _write_through_temporary(path, ".npz", lambda temporary: np.savez(temporary, *arrays, **named_arrays))
+    return path
+
+
+def _write_through_temporary(path, extension, write):
+    """Calls `write(temporary)` (a name ending in `extension`, which Keras and NumPy require), then moves it
+    onto `path`; creates the directory, and removes the temporary if `write` fails."""
     directory = os.path.dirname(path)
     if directory:
         os.makedirs(directory, exist_ok=True)
-    temporary = path[: -len(".npz")] + ".tmp.npz"
+    temporary = path[: -len(extension)] + ".tmp" + extension
     try:
-        np.savez(temporary, *arrays, **named_arrays)
+        write(temporary)
     except BaseException:
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
     os.replace(temporary, path)
-    return path

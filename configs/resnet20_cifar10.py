@@ -36,7 +36,7 @@ from tfrobustprune import attacks
 def get_config(arg=None):
     """Returns the config; `arg`: `quick`, `dense`, `epochs=N`, `target=R`, `cost=params|macs`, `attack=NAME`,
     `lr=PEAK`, `init_model=PATH`,
-    `decay=coupled|decoupled`."""
+    `decay=coupled|decoupled`, `sensitivity=S` (the gates' `cost_sensitivity`)."""
     arg = common.parse_arg(
         arg,
         quick=False,
@@ -48,6 +48,7 @@ def get_config(arg=None):
         lr=0.2,
         init_model="",
         decay="decoupled",
+        sensitivity=1.0,
     )
     config = ml_collections.ConfigDict()
     config.seed = 0
@@ -87,6 +88,8 @@ def get_config(arg=None):
         cost=arg.cost,
         target_ratio=1.0 if arg.dense else arg.target,
         hw_loss="two_sided",
+        # 1.0: each channel is charged its group's marginal cost; 0.0: the mean cost per channel (RobustPruneModel).
+        cost_sensitivity=arg.sensitivity,
         lambda_max=0.0 if arg.dense else 2.0,
         lambda_warmup_epochs=1,
         lambda_ramp_epochs=max(1, epochs // 6),

@@ -39,6 +39,19 @@ def test_differentiable_cost_has_gradients_for_every_gate(tiny_gated_model):
     assert float(ratio) == pytest.approx(cost.ratio("macs"), rel=1e-5)
 
 
+def test_marginal_costs_are_the_derivatives_of_the_exact_cost(tiny_gated_model):
+    cost = CostModel(tiny_gated_model)
+    widths = cost.hard_widths()
+    for metric in ("params", "macs"):
+        marginal = cost.marginal_costs(metric)
+        assert set(marginal) == set(widths)
+        for gid, value in marginal.items():
+            # The cost is at most quadratic in one group's width (a stream feeds itself): central differences are exact.
+            up = cost.evaluate(metric, {**widths, gid: widths[gid] + 1})
+            down = cost.evaluate(metric, {**widths, gid: widths[gid] - 1})
+            assert float(value) == pytest.approx((up - down) / 2, rel=1e-6) and float(value) > 0
+
+
 def test_strip_is_exact(tiny_gated_model, images):
     slim = strip(tiny_gated_model)
     np.testing.assert_allclose(slim.predict(images, verbose=0), tiny_gated_model.predict(images, verbose=0), atol=1e-5)

@@ -130,19 +130,24 @@ print(json.dumps({"calls": calls, "method": row["method"], "epochs": row["epochs
 """
 
 
-def test_l1widths_row_prunes_the_dense_model_to_the_widths_of_ours(tmp_path):
+def _run_table_script(tmp_path, text, *flags):
+    """Runs a script driving paper_table with a fake trainer; returns the JSON it prints last."""
     # Its own process: the benchmark's absl flags would clash with tflite_export's in this one.
     script = tmp_path / "run_row.py"
-    script.write_text(_L1WIDTHS_SCRIPT)
+    script.write_text(text)
     result = subprocess.run(
-        [sys.executable, str(script), ROOT, str(tmp_path / "runs")],
+        [sys.executable, str(script), ROOT, str(tmp_path / "runs"), *flags],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_l1widths_row_prunes_the_dense_model_to_the_widths_of_ours(tmp_path):
+    out = _run_table_script(tmp_path, _L1WIDTHS_SCRIPT)
     trained = out["calls"][::2]
     assert trained == ["dense", "ours_0.16M", "finetune"]  # each needed run once, ours before the pruning
     assert "init_model=" in out["calls"][-1] and "l1widths_0.16M/l1_pruned.keras" in out["calls"][-1]
@@ -150,3 +155,31 @@ def test_l1widths_row_prunes_the_dense_model_to_the_widths_of_ours(tmp_path):
     assert "to the widths of ours_0.16M" in out["method"] and "pgd2 after epoch 1" in out["method"]
     assert out["epochs"] == 6 and out["fallback_at"] == 1
     assert "l1widths_0.16M" not in out["default_rows"]  # diagnostic: only when --rows names it
+
+
+_OURS_SCRIPT = r"""
+import json, os, sys
+sys.path.insert(0, os.path.join(sys.argv[1], "benchmarks"))
+from absl import flags
+import paper_table
+
+flags.FLAGS([sys.argv[0], f"--workdir={sys.argv[2]}", "--data_dir=unused", *sys.argv[3:]])
+calls = []
+
+def fake_train(row_dir, config_arg):
+    calls.append(config_arg)
+    return {"epochs": {"configured": 30, "catastrophic_overfitting_at": None, "run": 30},
+            "wall_time_seconds": {"train": 2.0}}
+
+paper_table.train = fake_train
+row = paper_table.run_row("ours_0.16M", {})
+print(json.dumps({"calls": calls, "method": row["method"]}))
+"""
+
+
+@pytest.mark.parametrize("flag,suffix", [([], ""), (["--cost_sensitivity=0"], ",sensitivity=0.0")])
+def test_ours_rows_pass_the_cost_sensitivity_only_when_it_is_not_the_default(tmp_path, flag, suffix):
+    out = _run_table_script(tmp_path, _OURS_SCRIPT, *flag)
+    # The default keeps the config string of rows trained before the option, so their caches stay valid.
+    assert out["calls"] == [f"cost=params,target=0.584,epochs=30,attack=n_fgsm{suffix}"]
+    assert ("cost_sensitivity 0.0" in out["method"]) == bool(suffix)

@@ -61,6 +61,7 @@ def test_freeze_stops_gate_updates(sample, tiny_gated_model):
         (dict(epsilon=-0.1), r"Received: epsilon=-0.1"),
         (dict(hw_loss="l2"), r"Received: hw_loss='l2'"),
         (dict(weight_decay=-1e-4), r"Received: weight_decay=-0.0001"),
+        (dict(cost_sensitivity=1.5), r"Received: cost_sensitivity=1.5"),
     ],
 )
 def test_bad_arguments_are_rejected(tiny_gated_model, kwargs, match):
@@ -90,6 +91,36 @@ def test_coupled_weight_decay_goes_through_momentum_like_torch_sgd(sample, tiny_
     for v, g in zip(model.gate_variables, gates):
         np.testing.assert_array_equal(np.array(v), g)
     assert RobustPruneModel.from_config(model.get_config()).weight_decay == wd
+
+
+@pytest.mark.parametrize("sensitivity", [0.0, 0.5, 1.0])
+def test_cost_sensitivity_sets_how_a_channels_own_cost_weighs(tiny_gated_model, sensitivity):
+    model = RobustPruneModel(tiny_gated_model, cost_metric="params", cost_sensitivity=sensitivity)
+    marginal = model.cost_model.marginal_costs("params")
+    widths = model.cost_model.hard_widths()
+    mean = sum(widths[gid] * float(marginal[gid]) for gid in widths) / sum(widths.values())
+    gid_of = {id(layer): gid for gid, layer in model.cost_model.gates.items()}
+    own = np.array([float(marginal[gid_of[id(g)]]) for g in model.gates])
+    assert len(set(own.round(3))) > 2  # the groups differ in cost, so the check below can fail
+    charged = own * np.array([float(s) for s in model.pressure_scales()])
+    np.testing.assert_allclose(charged, mean ** (1 - sensitivity) * own**sensitivity, rtol=1e-4)
+
+
+def test_without_cost_sensitivity_every_gate_is_pushed_equally(sample):
+    # A hardware loss far above the task loss: the gate steps show the pressure each group feels.
+    x, y = sample.x_train[:64].astype("float32") / 255.0, sample.y_train[:64]
+    steps = {}
+    for sensitivity in (0.0, 1.0):
+        network = tfrobustprune.gate(tfrobustprune.models.cifar_resnet(depth=8, width=8), init_logit=1.0)
+        model = _compiled(
+            network, attack="none", cost_metric="params", target_ratio=0.3, hw_lambda=1e4, cost_sensitivity=sensitivity
+        )
+        model.fit(x, y, batch_size=64, epochs=1, verbose=0)
+        steps[sensitivity] = np.array([1.0 - float(ops.mean(g.logits)) for g in model.gates])
+        marginal = model.cost_model.marginal_costs("params")
+        own = np.array([float(marginal[gid]) for gid, layer in model.cost_model.gates.items()])
+    assert np.all(steps[0.0] > 0) and np.ptp(steps[0.0]) < 0.01 * steps[0.0].mean()
+    np.testing.assert_allclose(steps[1.0] / steps[1.0].max(), own / own.max(), rtol=0.01)
 
 
 def test_ungated_network_is_rejected(tiny_model):
@@ -214,6 +245,9 @@ def test_guard_falls_back_to_pgd_after_a_relative_collapse_and_remembers_it(samp
 
 
 def test_robust_prune_model_config_round_trip(tiny_gated_model):
-    model = RobustPruneModel(tiny_gated_model, attack="n_fgsm", target_ratio=0.3, cost_metric="params")
+    model = RobustPruneModel(
+        tiny_gated_model, attack="n_fgsm", target_ratio=0.3, cost_metric="params", cost_sensitivity=0.25
+    )
     clone = RobustPruneModel.from_config(model.get_config())
     assert (clone.attack, clone.target_ratio, clone.cost_metric) == ("n_fgsm", 0.3, "params")
+    assert clone.cost_sensitivity == 0.25

@@ -150,6 +150,16 @@ def test_init_model_errors_name_the_field(tmp_path):
         train_lib.run(_resnet20_tiny_config(f"dense,init_model={tmp_path}/missing.keras"), str(tmp_path))
 
 
+def test_cost_sensitivity_reaches_the_model_and_is_checked():
+    model = train_lib.build_model(_resnet20_tiny_config("sensitivity=0.0"), 10, steps_per_epoch=4)
+    assert model.cost_sensitivity == 0.0
+    assert train_lib.build_model(_resnet20_tiny_config(""), 10, steps_per_epoch=4).cost_sensitivity == 1.0
+    with pytest.raises(
+        ConfigError, match=r"config.train.cost_sensitivity: expected a number in \[0, 1\]. Received: 2.0"
+    ):
+        train_lib.run(_resnet20_tiny_config("sensitivity=2.0"), "/nonexistent/never/created")
+
+
 def test_weight_decay_mode_picks_where_the_decay_is_applied():
     coupled = train_lib.build_model(_resnet20_tiny_config("decay=coupled"), 10, steps_per_epoch=4)
     assert coupled.weight_decay == 5e-4 and coupled.optimizer.weight_decay is None

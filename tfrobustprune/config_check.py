@@ -113,6 +113,13 @@ def validate(config):
     _require(
         decay_mode in WEIGHT_DECAY_MODES, "train.weight_decay_mode", f"one of {list(WEIGHT_DECAY_MODES)}", decay_mode
     )
+    sensitivity = config.train.get("cost_sensitivity", 1.0)
+    _require(
+        isinstance(sensitivity, int | float) and not isinstance(sensitivity, bool) and 0.0 <= sensitivity <= 1.0,
+        "train.cost_sensitivity",
+        "a number in [0, 1]",
+        sensitivity,
+    )
     gate_lr = _number(config, "train.gate_learning_rate")
     _require(gate_lr > 0.0, "train.gate_learning_rate", "a number > 0", gate_lr)
     glide = config.train.get("target_glide_epochs", 0)

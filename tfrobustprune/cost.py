@@ -14,6 +14,7 @@ are differentiable, which is what the hardware loss needs.
 import math
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from tfrobustprune import groups as groups_lib
@@ -133,6 +134,24 @@ class CostModel:
         if differentiable:
             return self.evaluate(metric, self.soft_widths()) / float(self.dense(metric))
         return float(self.evaluate(metric, self.hard_widths())) / self.dense(metric)
+
+    def marginal_costs(self, metric):
+        """Cost of one more open channel in each gated group, at the current hard widths.
+
+        The derivative of `evaluate(metric, widths)` with respect to each
+        group's width: what the hardware loss charges one channel of that group.
+
+        Args:
+            metric: "params" or "macs".
+
+        Returns:
+            Dict gid -> scalar float tensor (> 0 for any group with weights).
+        """
+        widths = {gid: ops.cast(ops.sum(g.hard_mask()), "float32") for gid, g in self.gates.items()}
+        with tf.GradientTape() as tape:
+            tape.watch(list(widths.values()))
+            cost = self.evaluate(metric, widths)
+        return dict(zip(widths, tape.gradient(cost, list(widths.values()))))
 
     def named_widths(self):
         """Dict group name -> open channels (hard masks), for logs and reports."""

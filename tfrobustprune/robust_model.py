@@ -50,6 +50,15 @@ class RobustPruneModel(keras.Model):
     as its size warrants. Per-logit normalisation (Adam) moves every logit at
     the same speed: all gates cross the threshold together and the network
     collapses to its floors. Weight decay never touches the gates.
+
+    `cost_sensitivity` sets how much a channel's own cost drives its closing.
+    The exact gradient (1.0) charges each channel the marginal cost of its
+    group, so the costliest channels close first, whatever their importance:
+    on ResNet20 at a parameter target they are the stage-3 residual stream
+    and its blocks, while stages 1-2 stay whole. At 0.0 every channel is
+    charged the mean marginal cost per open channel, so the task gradient
+    alone ranks them (as cost-blind L1 filter pruning does); values between
+    interpolate geometrically, `mean^(1-s) * own^s`.
     `hw_lambda` and the gate learning rate are variables: `RobustPruneCallback`
     schedules the first and freezes the gates by zeroing the second.
 
@@ -66,6 +75,8 @@ class RobustPruneModel(keras.Model):
         hw_lambda: Float >= 0, initial weight of the hardware loss.
         gate_learning_rate: Float > 0, RMS step of the gate logits per training step.
         hw_loss: "two_sided" (default) or "hinge", see `hardware_loss`.
+        cost_sensitivity: Float in [0, 1], see above; 1.0 (default) is the
+            exact gradient of the hardware loss.
         weight_decay: Float >= 0, coupled L2 decay: `weight_decay * w` is added
             to each weight's gradient before the optimizer step, as
             `torch.optim.SGD(weight_decay=...)` does (gates excluded). Under
@@ -93,6 +104,7 @@ class RobustPruneModel(keras.Model):
         hw_lambda=0.0,
         gate_learning_rate=0.01,
         hw_loss="two_sided",
+        cost_sensitivity=1.0,
         weight_decay=0.0,
         seed=0,
         **kwargs,
@@ -112,13 +124,15 @@ class RobustPruneModel(keras.Model):
             raise ValueError(f"`hw_lambda` must be >= 0. Received: hw_lambda={hw_lambda}")
         if gate_learning_rate <= 0:
             raise ValueError(f"`gate_learning_rate` must be > 0. Received: gate_learning_rate={gate_learning_rate}")
+        if not 0.0 <= cost_sensitivity <= 1.0:
+            raise ValueError(f"`cost_sensitivity` must be in [0, 1]. Received: cost_sensitivity={cost_sensitivity}")
         if not weight_decay >= 0:
             raise ValueError(f"`weight_decay` must be >= 0. Received: weight_decay={weight_decay}")
         self.network = network
         self.attack, self.epsilon, self.step, self.pgd_steps = attack, float(epsilon), step, int(pgd_steps)
         self.cost_metric, self.target_ratio = cost_metric, float(target_ratio)
         self.initial_hw_lambda, self.gate_learning_rate = float(hw_lambda), float(gate_learning_rate)
-        self.hw_loss = hw_loss
+        self.hw_loss, self.cost_sensitivity = hw_loss, float(cost_sensitivity)
         self.weight_decay = float(weight_decay)
         self.cost_model = CostModel(network)
         self.gates = gate_layers(network)
@@ -212,6 +226,27 @@ class RobustPruneModel(keras.Model):
         self.attack_counter.assign_add(1)
         return self._attack_fn(loss_of, x, seed)
 
+    def pressure_scales(self):
+        """Per-gate factors on the hardware-loss gradient, in the order of `gate_variables`.
+
+        Returns:
+            List of scalar tensors: `(mean / own) ** (1 - cost_sensitivity)`,
+            where `own` is the marginal cost of the gate's group and `mean` the
+            marginal cost averaged over all open channels; all 1.0 when
+            `cost_sensitivity` is 1.
+        """
+        if self.cost_sensitivity == 1.0:
+            return [ops.ones(()) for _ in self.gates]
+        marginal = self.cost_model.marginal_costs(self.cost_metric)
+        gid_of = {id(layer): gid for gid, layer in self.cost_model.gates.items()}
+        widths = {gid: ops.cast(ops.sum(layer.hard_mask()), "float32") for gid, layer in self.cost_model.gates.items()}
+        mean = sum(widths[gid] * marginal[gid] for gid in marginal) / sum(widths.values())
+        exponent = 1.0 - self.cost_sensitivity
+        return [
+            ops.power(mean / ops.maximum(marginal[gid_of[id(g)]], 1e-12), exponent) if id(g) in gid_of else ops.ones(())
+            for g in self.gates
+        ]
+
     def _update_metrics(self, loss, ce, hw, ratio, y, logits):
         self.loss_tracker.update_state(loss)
         self.ce_tracker.update_state(ce)
@@ -227,9 +262,12 @@ class RobustPruneModel(keras.Model):
         with tf.GradientTape() as tape:
             logits = self.network(x_adv, training=True)
             ce = self.compute_loss(x=x_adv, y=y, y_pred=logits)
+        with tf.GradientTape() as hw_tape:  # the hardware loss depends on the gates only
             hw, ratio = self.hardware_loss()
-            loss = ce + self.hw_lambda * hw
-        grads = tape.gradient(loss, weight_vars + gate_vars)
+            weighted_hw = self.hw_lambda * hw
+        loss = ce + weighted_hw
+        grads = tape.gradient(ce, weight_vars + gate_vars)
+        hw_grads = hw_tape.gradient(weighted_hw, gate_vars)
         weight_grads = grads[: len(weight_vars)]
         if self.weight_decay:
             weight_grads = [
@@ -238,7 +276,10 @@ class RobustPruneModel(keras.Model):
             ]
         self.optimizer.apply(weight_grads, weight_vars)
         # A gate frozen before tracing has no gradient: feed zeros (its learning rate is 0 anyway).
-        gate_grads = [ops.zeros_like(v) if g is None else g for g, v in zip(grads[len(weight_vars) :], gate_vars)]
+        gate_grads = [
+            (ops.zeros_like(v) if task is None else task) + (0.0 if hw_g is None else scale * hw_g)
+            for task, hw_g, scale, v in zip(grads[len(weight_vars) :], hw_grads, self.pressure_scales(), gate_vars)
+        ]
         self.gate_optimizer.apply(scale_by_shared_rms(gate_grads, self.gate_grad_ms), gate_vars)
         return self._update_metrics(loss, ce, hw, ratio, y, logits)
 
@@ -272,6 +313,7 @@ class RobustPruneModel(keras.Model):
             "hw_lambda": self.initial_hw_lambda,
             "gate_learning_rate": self.gate_learning_rate,
             "hw_loss": self.hw_loss,
+            "cost_sensitivity": self.cost_sensitivity,
             "weight_decay": self.weight_decay,
             "seed": self.seed,
         }

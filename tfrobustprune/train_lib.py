@@ -83,6 +83,7 @@ def build_model(config, num_classes, steps_per_epoch):
         target_ratio=train.target_ratio,
         gate_learning_rate=train.gate_learning_rate,
         hw_loss=train.hw_loss,
+        cost_sensitivity=train.get("cost_sensitivity", 1.0),
         weight_decay=train.weight_decay if coupled_decay else 0.0,
         seed=config.seed,
         name=f"robust_{network.name}",

@@ -9,7 +9,7 @@ images are the validation split every figure is measured on). Rows, in order
 (`--rows` picks some; a row needing another runs it first):
 
 - `ours_0.16M`, `ours_0.04M`: one run of `tfrobustprune.train` each (in-train
-  gates + hardware loss, `--attack`, `--cost_sensitivity`), parameter targets 0.584 and 0.146 of the
+  gates + hardware loss, `--attack`, `--ours_args`), parameter targets 0.584 and 0.146 of the
   dense 274,042 (0.16M and 0.04M, Vemparala et al. 2021), `--epochs` epochs.
 - `dense`: fast adversarial training without pruning, `--epochs -
   --finetune_epochs` epochs: the starting point of both peers, so that every
@@ -60,8 +60,8 @@ _FINETUNE_EPOCHS = flags.DEFINE_integer("finetune_epochs", 10, "Fine-tuning epoc
 _ATTACK = flags.DEFINE_enum(
     "attack", "n_fgsm", ["n_fgsm", "fgsm_rs", "pgd2"], "Training attack of every row (pgd2: PGD-2, step eps/2)."
 )
-_COST_SENSITIVITY = flags.DEFINE_float(
-    "cost_sensitivity", 1.0, "Gates' cost_sensitivity in the ours_* rows (1: exact cost gradient, 0: mean cost)."
+_OURS_ARGS = flags.DEFINE_list(
+    "ours_args", [], "Extra config args of the ours_* rows, e.g. sensitivity=0.0,gate_start=10 (none: the defaults)."
 )
 _FINETUNE_LR = flags.DEFINE_float("finetune_lr", 0.05, "Peak learning rate of the peers' fine-tuning.")
 _ROWS = flags.DEFINE_list("rows", None, "Rows to run (default: the seven of ROWS; DIAGNOSTIC_ROWS only by name).")
@@ -165,9 +165,9 @@ def run_row(name, context):
         if kind == "ours":
             arg = f"cost=params,target={SIZES[size]},epochs={_EPOCHS.value},attack={_ATTACK.value}"
             method = f"in-train gates + hardware loss, {_ATTACK.value} (tfrobustprune)"
-            if _COST_SENSITIVITY.value != 1.0:  # rows run before the option keep their recorded settings
-                arg += f",sensitivity={_COST_SENSITIVITY.value}"
-                method += f", cost_sensitivity {_COST_SENSITIVITY.value}"
+            if _OURS_ARGS.value:  # without them the config string, and so the cached rows, stay as before
+                arg += "," + ",".join(_OURS_ARGS.value)
+                method += f", {' '.join(_OURS_ARGS.value)}"
         else:
             arg = f"dense,epochs={dense_epochs},attack={_ATTACK.value}"
             method = f"fast adversarial training ({_ATTACK.value}), no pruning"

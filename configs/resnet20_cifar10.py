@@ -36,7 +36,8 @@ from tfrobustprune import attacks
 def get_config(arg=None):
     """Returns the config; `arg`: `quick`, `dense`, `epochs=N`, `target=R`, `cost=params|macs`, `attack=NAME`,
     `lr=PEAK`, `init_model=PATH`,
-    `decay=coupled|decoupled`, `sensitivity=S` (the gates' `cost_sensitivity`)."""
+    `decay=coupled|decoupled`, `sensitivity=S` (the gates' `cost_sensitivity`), `gate_start=N` (dense
+    epochs before the hardware loss starts)."""
     arg = common.parse_arg(
         arg,
         quick=False,
@@ -49,6 +50,7 @@ def get_config(arg=None):
         init_model="",
         decay="decoupled",
         sensitivity=1.0,
+        gate_start=0,
     )
     config = ml_collections.ConfigDict()
     config.seed = 0
@@ -77,6 +79,9 @@ def get_config(arg=None):
 
     # Optimizer and pruning section
     epochs = 1 if arg.quick else arg.epochs
+    if not 0 <= arg.gate_start < epochs:
+        raise ValueError(f"Config arg 'gate_start' must be in [0, epochs). Received: gate_start={arg.gate_start}")
+    pruned_epochs = epochs - arg.gate_start  # epochs with the hardware loss on, or after it
     config.train = dict(
         epochs=epochs,
         batch_size=128,
@@ -91,13 +96,14 @@ def get_config(arg=None):
         # 1.0: each channel is charged its group's marginal cost; 0.0: the mean cost per channel (RobustPruneModel).
         cost_sensitivity=arg.sensitivity,
         lambda_max=0.0 if arg.dense else 2.0,
-        lambda_warmup_epochs=1,
-        lambda_ramp_epochs=max(1, epochs // 6),
-        # The target glides from 1 to target_ratio over 40% of the epochs, then the gates settle until the freeze.
-        target_glide_epochs=0 if arg.dense else max(1, int(0.4 * epochs)),
+        # The gates hold still while the loss weight is 0: `gate_start` dense epochs (at least 1).
+        lambda_warmup_epochs=max(1, arg.gate_start),
+        lambda_ramp_epochs=max(1, pruned_epochs // 6),
+        # The target glides from 1 to target_ratio over 40% of the pruned epochs, then the gates settle until the freeze.
+        target_glide_epochs=0 if arg.dense else max(1, int(0.4 * pruned_epochs)),
         gate_learning_rate=0.01,
         # Gates settle in the first 60%, then weights only; a dense run freezes them open at once.
-        freeze_epoch=0 if arg.dense else max(1, int(0.6 * epochs)),
+        freeze_epoch=0 if arg.dense else arg.gate_start + max(1, int(0.6 * pruned_epochs)),
         verbose=2,
     )
 

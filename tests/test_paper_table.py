@@ -177,9 +177,11 @@ print(json.dumps({"calls": calls, "method": row["method"]}))
 """
 
 
-@pytest.mark.parametrize("flag,suffix", [([], ""), (["--cost_sensitivity=0"], ",sensitivity=0.0")])
-def test_ours_rows_pass_the_cost_sensitivity_only_when_it_is_not_the_default(tmp_path, flag, suffix):
+@pytest.mark.parametrize(
+    "flag,suffix", [([], ""), (["--ours_args=sensitivity=0.0,gate_start=10"], ",sensitivity=0.0,gate_start=10")]
+)
+def test_ours_rows_pass_extra_config_args_only_when_given(tmp_path, flag, suffix):
     out = _run_table_script(tmp_path, _OURS_SCRIPT, *flag)
     # The default keeps the config string of rows trained before the option, so their caches stay valid.
     assert out["calls"] == [f"cost=params,target=0.584,epochs=30,attack=n_fgsm{suffix}"]
-    assert ("cost_sensitivity 0.0" in out["method"]) == bool(suffix)
+    assert ("sensitivity=0.0 gate_start=10" in out["method"]) == bool(suffix)

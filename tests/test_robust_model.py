@@ -123,6 +123,17 @@ def test_without_cost_sensitivity_every_gate_is_pushed_equally(sample):
     np.testing.assert_allclose(steps[1.0] / steps[1.0].max(), own / own.max(), rtol=0.01)
 
 
+def test_gates_hold_still_without_the_hardware_loss(sample):
+    x, y = sample.x_train[:64].astype("float32") / 255.0, sample.y_train[:64]
+    moved = {}
+    for hw_lambda in (0.0, 1.0):
+        network = tfrobustprune.gate(tfrobustprune.models.cifar_resnet(depth=8, width=8), init_logit=1.0)
+        model = _compiled(network, attack="none", target_ratio=0.5, hw_lambda=hw_lambda)
+        model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+        moved[hw_lambda] = max(float(ops.max(ops.abs(g.logits - 1.0))) for g in model.gates)
+    assert moved[0.0] == 0.0 and moved[1.0] > 0.005
+
+
 def test_ungated_network_is_rejected(tiny_model):
     with pytest.raises(ValueError, match="no ChannelGate"):
         RobustPruneModel(tiny_model)

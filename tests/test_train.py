@@ -160,6 +160,17 @@ def test_cost_sensitivity_reaches_the_model_and_is_checked():
         train_lib.run(_resnet20_tiny_config("sensitivity=2.0"), "/nonexistent/never/created")
 
 
+def test_gate_start_delays_the_pruning_schedule():
+    from configs import resnet20_cifar10
+
+    default = resnet20_cifar10.get_config("epochs=30").train
+    assert (default.lambda_warmup_epochs, default.target_glide_epochs, default.freeze_epoch) == (1, 12, 18)
+    late = resnet20_cifar10.get_config("epochs=30,gate_start=10").train
+    assert (late.lambda_warmup_epochs, late.target_glide_epochs, late.freeze_epoch) == (10, 8, 22)
+    with pytest.raises(ValueError, match=r"gate_start.*Received: gate_start=30"):
+        resnet20_cifar10.get_config("epochs=30,gate_start=30")
+
+
 def test_weight_decay_mode_picks_where_the_decay_is_applied():
     coupled = train_lib.build_model(_resnet20_tiny_config("decay=coupled"), 10, steps_per_epoch=4)
     assert coupled.weight_decay == 5e-4 and coupled.optimizer.weight_decay is None

@@ -49,7 +49,8 @@ class RobustPruneModel(keras.Model):
     loss switches off the remaining task gradient moves the gates only as much
     as its size warrants. Per-logit normalisation (Adam) moves every logit at
     the same speed: all gates cross the threshold together and the network
-    collapses to its floors. Weight decay never touches the gates.
+    collapses to its floors. Weight decay never touches the gates, and the
+    gates hold still while `hw_lambda` is 0 (a dense warm-up).
 
     `cost_sensitivity` sets how much a channel's own cost drives its closing.
     The exact gradient (1.0) charges each channel the marginal cost of its
@@ -280,7 +281,12 @@ class RobustPruneModel(keras.Model):
             (ops.zeros_like(v) if task is None else task) + (0.0 if hw_g is None else scale * hw_g)
             for task, hw_g, scale, v in zip(grads[len(weight_vars) :], hw_grads, self.pressure_scales(), gate_vars)
         ]
-        self.gate_optimizer.apply(scale_by_shared_rms(gate_grads, self.gate_grad_ms), gate_vars)
+        # Gates move only under the hardware loss. Alone, the task gradient on a gate is that of a channel scale
+        # (after BN it is gamma * dL/dgamma + beta * dL/dbeta), not an importance; in a dense warm-up it would drift
+        # the logits for thousands of steps before pruning starts.
+        pruning = ops.cast(self.hw_lambda > 0.0, "float32")
+        gate_steps = [pruning * g for g in scale_by_shared_rms(gate_grads, self.gate_grad_ms)]
+        self.gate_optimizer.apply(gate_steps, gate_vars)
         return self._update_metrics(loss, ce, hw, ratio, y, logits)
 
     def test_step(self, data):

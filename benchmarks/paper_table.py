@@ -75,6 +75,7 @@ _MODELS_DIR = flags.DEFINE_string("models_dir", os.path.join(RESULTS, "models"),
 DENSE_PARAMS = 274_042
 SIZES = {"0.16M": 0.584, "0.04M": 0.146}  # parameter ratios of the dense ResNet20
 ROWS = ("ours_0.16M", "dense", "l1_0.16M", "tfmot_0.16M", "ours_0.04M", "l1_0.04M", "tfmot_0.04M")
+OWNED_CONFIG_ARGS = ("cost", "target", "epochs", "attack", "dense", "quick", "init_model")
 DIAGNOSTIC_ROWS = ("l1widths_0.16M", "l1widths_0.04M")  # run only when `--rows` names them
 PUBLISHED = [  # natural / PGD accuracy on the CIFAR-10 test set, eps 8/255, as printed in the papers
     {"row": "Vemparala et al. 2021, dense FAT ResNet20", "params": 0.27e6, "natural": 0.8152, "pgd": 0.4065},
@@ -165,7 +166,7 @@ def run_row(name, context):
         if kind == "ours":
             arg = f"cost=params,target={SIZES[size]},epochs={_EPOCHS.value},attack={_ATTACK.value}"
             method = f"in-train gates + hardware loss, {_ATTACK.value} (tfrobustprune)"
-            if _OURS_ARGS.value:  # without them the config string, and so the cached rows, stay as before
+            if _OURS_ARGS.value:  # without them the config string stays that of the rows cached before the flag
                 arg += "," + ",".join(_OURS_ARGS.value)
                 method += f", {' '.join(_OURS_ARGS.value)}"
         else:
@@ -347,6 +348,7 @@ def _header(split):
         "finetune_lr": _FINETUNE_LR.value,
         "attack": _ATTACK.value,
         "strong_eval_size": _STRONG_EVAL_SIZE.value,
+        **({"ours_args": _OURS_ARGS.value} if _OURS_ARGS.value else {}),  # a variant is another table
     }
 
 
@@ -360,6 +362,13 @@ def main(argv):
         raise app.UsageError(
             f"--finetune_epochs must be in [1, --epochs). Received: {_FINETUNE_EPOCHS.value} (epochs {_EPOCHS.value})"
         )
+    # The row's own settings come from the table's flags; --ours_args only adds method options.
+    owned = [a for a in _OURS_ARGS.value if "=" not in a or a.partition("=")[0] in OWNED_CONFIG_ARGS]
+    if owned:
+        raise app.UsageError(
+            f"--ours_args: {owned} set what the table sets itself ({', '.join(OWNED_CONFIG_ARGS)}) or lack "
+            f"'=value'. Received: --ours_args={','.join(_OURS_ARGS.value)}"
+        )
     for holder in (_WORKDIR, _OUT, _MODELS_DIR):  # subprocesses run from the repository root
         flags.FLAGS[holder.name].value = os.path.abspath(holder.value)
     from tfrobustprune import data, magnitude, model_io
@@ -368,7 +377,7 @@ def main(argv):
     os.makedirs(_WORKDIR.value, exist_ok=True)
     header = _header(split)
     previous = _read_json(_OUT.value) if os.path.exists(_OUT.value) else {}
-    same = all(previous.get(k) == v for k, v in header.items() if k != "machine")
+    same = all(previous.get(k) == header.get(k) for k in (set(header) | {"ours_args"}) - {"machine"})
     results = {r["row"]: r for r in previous.get("rows", [])} if same else {}
     if previous and not same:
         logging.warning("%s was made with other settings; its rows are dropped.", _OUT.value)

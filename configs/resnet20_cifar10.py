@@ -37,7 +37,7 @@ def get_config(arg=None):
     """Returns the config; `arg`: `quick`, `dense`, `epochs=N`, `target=R`, `cost=params|macs`, `attack=NAME`,
     `lr=PEAK`, `init_model=PATH`,
     `decay=coupled|decoupled`, `sensitivity=S` (the gates' `cost_sensitivity`), `gate_start=N` (dense
-    epochs before the hardware loss starts)."""
+    epochs before the hardware loss starts; 0 keeps the one-epoch warm-up)."""
     arg = common.parse_arg(
         arg,
         quick=False,
@@ -80,7 +80,11 @@ def get_config(arg=None):
     # Optimizer and pruning section
     epochs = 1 if arg.quick else arg.epochs
     if not 0 <= arg.gate_start < epochs:
-        raise ValueError(f"Config arg 'gate_start' must be in [0, epochs). Received: gate_start={arg.gate_start}")
+        raise ValueError(
+            f"Config arg 'gate_start' must be in [0, epochs={epochs}). Received: gate_start={arg.gate_start}"
+        )
+    if arg.gate_start and arg.dense:
+        raise ValueError(f"Config arg 'gate_start' has no meaning with 'dense'. Received: gate_start={arg.gate_start}")
     pruned_epochs = epochs - arg.gate_start  # epochs with the hardware loss on, or after it
     config.train = dict(
         epochs=epochs,
@@ -96,8 +100,8 @@ def get_config(arg=None):
         # 1.0: each channel is charged its group's marginal cost; 0.0: the mean cost per channel (RobustPruneModel).
         cost_sensitivity=arg.sensitivity,
         lambda_max=0.0 if arg.dense else 2.0,
-        # The gates hold still while the loss weight is 0: `gate_start` dense epochs (at least 1).
-        lambda_warmup_epochs=max(1, arg.gate_start),
+        # The gates hold still while the loss weight is 0: `gate_start` dense epochs (0: one, unless there is one).
+        lambda_warmup_epochs=arg.gate_start or min(1, epochs - 1),
         lambda_ramp_epochs=max(1, pruned_epochs // 6),
         # The target glides from 1 to target_ratio over 40% of the pruned epochs, then the gates settle until the freeze.
         target_glide_epochs=0 if arg.dense else max(1, int(0.4 * pruned_epochs)),

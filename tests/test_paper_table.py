@@ -185,3 +185,23 @@ def test_ours_rows_pass_extra_config_args_only_when_given(tmp_path, flag, suffix
     # The default keeps the config string of rows trained before the option, so their caches stay valid.
     assert out["calls"] == [f"cost=params,target=0.584,epochs=30,attack=n_fgsm{suffix}"]
     assert ("sensitivity=0.0 gate_start=10" in out["method"]) == bool(suffix)
+
+
+def test_ours_args_may_not_set_what_the_table_sets(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "benchmarks", "paper_table.py"),
+            f"--workdir={tmp_path}",
+            "--ours_args=sensitivity=0.0,epochs=5",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert "--ours_args: ['epochs=5']" in result.stderr and "Received: --ours_args=sensitivity=0.0,epochs=5" in (
+        result.stderr
+    )
+    assert not os.listdir(tmp_path)  # refused before any work

@@ -8,7 +8,7 @@ import numpy as np
 from absl import logging
 
 from tfrobustprune import attacks as attacks_lib
-from tfrobustprune import budget, model_io
+from tfrobustprune import budget, magnitude, model_io
 
 
 def lambda_schedule(epoch, lambda_max, warmup_epochs=0, ramp_epochs=0):
@@ -72,7 +72,7 @@ class RobustPruneCallback(keras.callbacks.Callback):
 
     Args:
         lambda_max: Float >= 0, final hardware-loss weight.
-        warmup_epochs: Int >= 0, epochs with `hw_lambda = 0`.
+        warmup_epochs: Int >= 0, epochs with `hw_lambda = 0` (the gates hold still).
         ramp_epochs: Int >= 0, epochs of linear ramp to `lambda_max`.
         freeze_epoch: Int or None, 0-based epoch at whose start the gates freeze.
         target_glide_epochs: Int >= 0, epochs over which the target falls from 1 to
@@ -195,6 +195,8 @@ class RobustPruneCallback(keras.callbacks.Callback):
         """Meets the cost target (if `enforce_target`) and freezes the gates."""
         model = self.model
         if self.enforce_target:
+            if magnitude.rank_untrained_gates_by_norm(model.network, model.cost_model):
+                logging.warning("The gates never trained (no epoch with hw_lambda > 0): closing by relative L1 norm.")
             self.freeze_result = budget.close_to_target(
                 model.network, model.cost_metric, model.target_ratio, model.cost_model
             )

@@ -14,7 +14,6 @@ are differentiable, which is what the hardware loss needs.
 import math
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 from tfrobustprune import groups as groups_lib
@@ -135,23 +134,29 @@ class CostModel:
             return self.evaluate(metric, self.soft_widths()) / float(self.dense(metric))
         return float(self.evaluate(metric, self.hard_widths())) / self.dense(metric)
 
-    def marginal_costs(self, metric):
-        """Cost of one more open channel in each gated group, at the current hard widths.
+    def marginal_costs(self, metric, widths=None):
+        """Cost of one more open channel in each gated group: the derivative of the cost by the group's width.
 
-        The derivative of `evaluate(metric, widths)` with respect to each
-        group's width: what the hardware loss charges one channel of that group.
+        The cost is at most quadratic in one group's width (a residual stream
+        feeds itself), so the central difference `(cost(k + 1) - cost(k - 1)) / 2`
+        is the exact derivative.
 
         Args:
             metric: "params" or "macs".
+            widths: Optional dict gid -> open channels (float or scalar tensor);
+                default: the current hard widths.
 
         Returns:
-            Dict gid -> scalar float tensor (> 0 for any group with weights).
+            Dict gid -> float or scalar tensor, >= 0 (0 for a group the metric
+            does not count).
         """
-        widths = {gid: ops.cast(ops.sum(g.hard_mask()), "float32") for gid, g in self.gates.items()}
-        with tf.GradientTape() as tape:
-            tape.watch(list(widths.values()))
-            cost = self.evaluate(metric, widths)
-        return dict(zip(widths, tape.gradient(cost, list(widths.values()))))
+        if widths is None:
+            widths = {gid: float(w) for gid, w in self.hard_widths().items()}
+        return {
+            gid: (self.evaluate(metric, {**widths, gid: w + 1.0}) - self.evaluate(metric, {**widths, gid: w - 1.0}))
+            / 2.0
+            for gid, w in widths.items()
+        }
 
     def named_widths(self):
         """Dict group name -> open channels (hard masks), for logs and reports."""

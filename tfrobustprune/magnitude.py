@@ -56,6 +56,32 @@ def _gated_with_norms(model, min_channels, min_fraction):
     return gated, cost_model, filter_l1_norms(gated, cost_model)
 
 
+def rank_untrained_gates_by_norm(gated, cost_model=None):
+    """Breaks the ties of gates that never trained by the relative L1 norms of their channels.
+
+    `budget.close_to_target` closes the lowest logits first; when every logit
+    still holds one value (the gates never moved, e.g. a freeze before the
+    hardware loss ever ran) it would close by group and channel index. This
+    adds `1e-3 * (norm / group mean - 1)` to each logit, so the ranking is
+    that of `l1_prune` and no channel crosses its threshold.
+
+    Args:
+        gated: A gated functional model.
+        cost_model: Optional `CostModel` of `gated`.
+
+    Returns:
+        Bool, whether the gates were untrained (and so re-ranked).
+    """
+    cost_model = cost_model or CostModel(gated)
+    values = np.concatenate([np.asarray(g.logits).ravel() for g in cost_model.gates.values()])
+    if values.size == 0 or not np.all(values == values[0]):
+        return False
+    for gid, norms in filter_l1_norms(gated, cost_model).items():
+        relative = norms / max(float(norms.mean()), 1e-12)
+        cost_model.gates[gid].logits.assign((values[0] + 1e-3 * (relative - 1.0)).astype("float32"))
+    return True
+
+
 def l1_gates(model, metric, target_ratio, min_channels=1, min_fraction=0.0):
     """Gates `model` and closes its channels by L1 norm until `metric` is at most `target_ratio` of dense.
 

@@ -11,7 +11,7 @@ from tfrobustprune.gating import gate_layers
 HW_LOSSES = ("two_sided", "hinge")
 
 
-def scale_by_shared_rms(grads, mean_square, decay=0.999):
+def scale_by_shared_rms(grads, mean_square, decay=0.999, active=True):
     """Divides gradients by a running RMS shared by all of them (one scalar, not one per entry).
 
     Args:
@@ -19,6 +19,8 @@ def scale_by_shared_rms(grads, mean_square, decay=0.999):
         mean_square: Scalar `keras.Variable`, running mean of the squared
             gradient entries; 0 means "not started" and takes the first value.
         decay: Float, running-average decay.
+        active: Bool or scalar bool tensor; when False the running mean is
+            left as it is (steps that will not be applied must not tune it).
 
     Returns:
         List of scaled gradients.
@@ -26,7 +28,7 @@ def scale_by_shared_rms(grads, mean_square, decay=0.999):
     count = sum(int(g.shape.num_elements()) for g in grads)
     batch_ms = sum(ops.sum(ops.square(g)) for g in grads) / count
     updated = ops.where(mean_square > 0.0, decay * mean_square + (1.0 - decay) * batch_ms, batch_ms)
-    mean_square.assign(updated)
+    mean_square.assign(ops.where(active, updated, mean_square))
     return [g / (ops.sqrt(updated) + 1e-12) for g in grads]
 
 
@@ -37,20 +39,22 @@ class RobustPruneModel(keras.Model):
     Each training step crafts adversarial examples with the chosen attack, then
     minimises
 
-        cross_entropy(model(x_adv), y) + hw_lambda * max(cost / target - 1, 0)
+        cross_entropy(model(x_adv), y) + hw_lambda * |cost / target - 1|
+
+    (or the hinge `max(cost / target - 1, 0)`, see `hardware_loss`)
 
     where `cost` is the model's parameter or MAC count relative to the dense
     network, a differentiable function of the channel gates (`CostModel`).
     Network weights use the compiled optimizer. Gate logits use their own plain
     SGD on the gate gradient divided by a running RMS shared by all gates
     (`scale_by_shared_rms`): steps are about `gate_learning_rate` whatever the
-    loss scale, yet keep the relative sizes of the gradients, so channels close
-    in the order of (marginal cost minus importance), and when the hardware
-    loss switches off the remaining task gradient moves the gates only as much
-    as its size warrants. Per-logit normalisation (Adam) moves every logit at
-    the same speed: all gates cross the threshold together and the network
-    collapses to its floors. Weight decay never touches the gates, and the
-    gates hold still while `hw_lambda` is 0 (a dense warm-up).
+    loss scale, yet keep the relative sizes of the gradients, so (at
+    `cost_sensitivity=1`) channels close in the order of (marginal cost minus
+    importance). Per-logit normalisation (Adam) moves every logit at the same
+    speed: all gates cross the threshold together and the network collapses
+    to its floors. Weight decay never touches the gates. While `hw_lambda` is
+    0 (a dense warm-up) the gates and the running RMS hold still: alone, the
+    task gradient on a gate is that of a channel scale, not an importance.
 
     `cost_sensitivity` sets how much a channel's own cost drives its closing.
     The exact gradient (1.0) charges each channel the marginal cost of its
@@ -73,7 +77,8 @@ class RobustPruneModel(keras.Model):
         pgd_steps: Int, iterations of the "pgd" training attack.
         cost_metric: "params" or "macs".
         target_ratio: Float in (0, 1], target cost relative to the dense network.
-        hw_lambda: Float >= 0, initial weight of the hardware loss.
+        hw_lambda: Float >= 0, initial weight of the hardware loss; while it
+            is 0 the gates hold still.
         gate_learning_rate: Float > 0, RMS step of the gate logits per training step.
         hw_loss: "two_sided" (default) or "hinge", see `hardware_loss`.
         cost_sensitivity: Float in [0, 1], see above; 1.0 (default) is the
@@ -238,9 +243,9 @@ class RobustPruneModel(keras.Model):
         """
         if self.cost_sensitivity == 1.0:
             return [ops.ones(()) for _ in self.gates]
-        marginal = self.cost_model.marginal_costs(self.cost_metric)
-        gid_of = {id(layer): gid for gid, layer in self.cost_model.gates.items()}
         widths = {gid: ops.cast(ops.sum(layer.hard_mask()), "float32") for gid, layer in self.cost_model.gates.items()}
+        marginal = self.cost_model.marginal_costs(self.cost_metric, widths)
+        gid_of = {id(layer): gid for gid, layer in self.cost_model.gates.items()}
         mean = sum(widths[gid] * marginal[gid] for gid in marginal) / sum(widths.values())
         exponent = 1.0 - self.cost_sensitivity
         return [
@@ -283,9 +288,10 @@ class RobustPruneModel(keras.Model):
         ]
         # Gates move only under the hardware loss. Alone, the task gradient on a gate is that of a channel scale
         # (after BN it is gamma * dL/dgamma + beta * dL/dbeta), not an importance; in a dense warm-up it would drift
-        # the logits for thousands of steps before pruning starts.
-        pruning = ops.cast(self.hw_lambda > 0.0, "float32")
-        gate_steps = [pruning * g for g in scale_by_shared_rms(gate_grads, self.gate_grad_ms)]
+        # the logits for thousands of steps before pruning starts, and tune the RMS to a gradient it no longer sees.
+        pruning = self.hw_lambda > 0.0
+        scaled = scale_by_shared_rms(gate_grads, self.gate_grad_ms, active=pruning)
+        gate_steps = [ops.cast(pruning, "float32") * g for g in scaled]
         self.gate_optimizer.apply(gate_steps, gate_vars)
         return self._update_metrics(loss, ce, hw, ratio, y, logits)
 

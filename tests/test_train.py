@@ -171,6 +171,15 @@ def test_gate_start_delays_the_pruning_schedule():
         resnet20_cifar10.get_config("epochs=30,gate_start=30")
 
 
+def test_gates_hold_through_the_dense_epochs_of_gate_start_then_meet_the_target(tmp_path):
+    config = _resnet20_tiny_config("cost=params,target=0.7,epochs=4,gate_start=2,sensitivity=0.0")
+    report = train_lib.run(config, str(tmp_path))
+    history = report["history"]
+    assert history["hw_lambda"][:2] == [0.0, 0.0] and history["hw_lambda"][2] > 0.0
+    assert history["hard_cost_ratio"][:2] == [1.0, 1.0]  # no gate moved before the hardware loss
+    assert report["cost"]["achieved_ratio"] <= 0.7 and report["params"]["stripped"] < report["params"]["dense"]
+
+
 def test_weight_decay_mode_picks_where_the_decay_is_applied():
     coupled = train_lib.build_model(_resnet20_tiny_config("decay=coupled"), 10, steps_per_epoch=4)
     assert coupled.weight_decay == 5e-4 and coupled.optimizer.weight_decay is None

@@ -36,7 +36,10 @@ all validation images, PGD-50 with 10 restarts and APGD-CE on the first
 `--strong_eval_size`, epochs and training wall time, full-int8 TFLite size,
 accuracy and LiteRT latency (one thread, median). Everything is resumable:
 trainer rows resume from their workdir, finished steps are cached as JSON in
-`--workdir/<row>/`, and `--out` is rewritten after every row. Final models
+`--workdir/<row>/`, and `--out` is rewritten after every row. A cached row is
+keyed by its config argument string (`settings.json`), not by the resolved
+config: after changing a default in configs/resnet20_cifar10.py, use a new
+`--workdir`, or the old runs are reused. Final models
 (plain Keras layers) are copied to `--models_dir`.
 """
 

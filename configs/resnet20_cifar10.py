@@ -23,6 +23,14 @@ accuracy at the level of natural validation accuracy, PGD-5 probe accuracy
 0.6-2%), at peak learning rates 0.2 and 0.1 alike; `attack=fgsm_rs` restores it.
 `attack=pgd2` (any `pgdK`) trains with K-step PGD, step eps / K, from the start:
 1.5x the cost of an N-FGSM epoch for K = 2.
+
+`gate_start=N` trains N dense epochs before the hardware loss starts (the gates
+hold still until then; the target glide and the freeze are laid out over the
+remaining epochs), and `sensitivity=S` sets the gates' `cost_sensitivity` (1:
+each channel charged its own cost, 0: the mean cost). On full CIFAR-10 the
+default gates (from epoch 2, S = 1) cut the stage-3 residual stream to half and
+trail L1 filter pruning of a dense model (BENCHMARKS.md, the paper table);
+`gate_start=10,sensitivity=0` is the variant under test against it.
 """
 
 import re

@@ -1,0 +1,36 @@
+import importlib.util
+import os
+
+import pytest
+
+from tfrobustprune import models
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def bias_script():
+    path = os.path.join(ROOT, "benchmarks", "gate_gradient_bias.py")
+    spec = importlib.util.spec_from_file_location("gate_gradient_bias", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_only_the_group_the_classifier_reads_without_a_norm_gets_a_net_push(bias_script, sample):
+    model = models.cifar_resnet(depth=8, width=8)
+    x = sample.x_train[:128].astype("float32") / 255.0
+    result = bias_script.gate_gradients(model, x, sample.y_train[:128], batches=1, pgd_steps=1)
+    last_stream = [name for name in result if name.startswith("stream:stage3")]
+    assert len(last_stream) == 1 and len(result) > 3
+    for name, row in result.items():
+        assert row["mean_abs"] > 0 and 0.0 <= row["fraction_closing"] <= 1.0
+        if name != last_stream[0]:  # scale-invariant under the batch norm downstream: zero-sum across channels
+            assert abs(row["mean"]) < 1e-4 * row["mean_abs"], name
+    assert abs(result[last_stream[0]]["mean"]) > 1e-3 * result[last_stream[0]]["mean_abs"]
+
+
+def test_too_many_batches_are_refused(bias_script, sample):
+    x = sample.x_train[:128].astype("float32") / 255.0
+    with pytest.raises(ValueError, match=r"Received: batches=2"):
+        bias_script.gate_gradients(models.cifar_resnet(depth=8, width=8), x, sample.y_train[:128], 2, 1)

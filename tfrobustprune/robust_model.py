@@ -61,9 +61,12 @@ class RobustPruneModel(keras.Model):
     group, so the costliest channels close first, whatever their importance:
     on ResNet20 at a parameter target they are the stage-3 residual stream
     and its blocks, while stages 1-2 stay whole. At 0.0 every channel is
-    charged the mean marginal cost per open channel, so the task gradient
-    alone ranks them (as cost-blind L1 filter pruning does); values between
-    interpolate geometrically, `mean^(1-s) * own^s`.
+    charged the mean marginal cost per open channel; values between
+    interpolate geometrically, `mean^(1-s) * own^s`. Either way the task
+    gradient ranks channels only within a group: it sums to zero over the
+    channels of any group that reaches the loss through a batch norm (scale
+    invariance; `benchmarks/gate_gradient_bias.py`), so it cannot say how many
+    channels a group should keep.
     `hw_lambda` and the gate learning rate are variables: `RobustPruneCallback`
     schedules the first and freezes the gates by zeroing the second.
 

@@ -56,6 +56,11 @@ def _gated_with_norms(model, min_channels, min_fraction):
     return gated, cost_model, filter_l1_norms(gated, cost_model)
 
 
+def _relative(group_norms):
+    """Each group's norms divided by the group's mean, so layers of different scale compete fairly."""
+    return {gid: norms / max(float(norms.mean()), 1e-12) for gid, norms in group_norms.items()}
+
+
 def rank_untrained_gates_by_norm(gated, cost_model=None):
     """Breaks the ties of gates that never trained by the relative L1 norms of their channels.
 
@@ -76,8 +81,7 @@ def rank_untrained_gates_by_norm(gated, cost_model=None):
     values = np.concatenate([np.asarray(g.logits).ravel() for g in cost_model.gates.values()])
     if values.size == 0 or not np.all(values == values[0]):
         return False
-    for gid, norms in filter_l1_norms(gated, cost_model).items():
-        relative = norms / max(float(norms.mean()), 1e-12)
+    for gid, relative in _relative(filter_l1_norms(gated, cost_model)).items():
         cost_model.gates[gid].logits.assign((values[0] + 1e-3 * (relative - 1.0)).astype("float32"))
     return True
 
@@ -105,8 +109,7 @@ def l1_gates(model, metric, target_ratio, min_channels=1, min_fraction=0.0):
     if not 0.0 < target_ratio <= 1.0:
         raise ValueError(f"`target_ratio` must be in (0, 1]. Received: target_ratio={target_ratio}")
     gated, cost_model, group_norms = _gated_with_norms(model, min_channels, min_fraction)
-    for gid, norms in group_norms.items():
-        relative = norms / max(float(norms.mean()), 1e-12)
+    for gid, relative in _relative(group_norms).items():
         # Logits rank channels for close_to_target; all start open (sigmoid(1 + x) > 0.5).
         cost_model.gates[gid].logits.assign((1.0 + relative).astype("float32"))
     result = budget.close_to_target(gated, metric, target_ratio, cost_model)

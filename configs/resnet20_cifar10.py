@@ -31,6 +31,10 @@ each channel charged its own cost, 0: the mean cost). On full CIFAR-10 the
 default gates (from epoch 2, S = 1) cut the stage-3 residual stream to half and
 trail L1 filter pruning of a dense model (BENCHMARKS.md, the paper table);
 `gate_start=10,sensitivity=0` is the variant under test against it.
+`importance=P` sets the gates' `importance_pressure` (0: off; 1: a channel whose
+filters are half its layer's mean L1 norm is pushed twice as hard) and `center=1`
+their `center_task_gradient` (RobustPruneModel): the between-group signal the task
+gradient lacks (benchmarks/gate_gradient_bias.py).
 """
 
 import re
@@ -45,7 +49,8 @@ def get_config(arg=None):
     """Returns the config; `arg`: `quick`, `dense`, `epochs=N`, `target=R`, `cost=params|macs`, `attack=NAME`,
     `lr=PEAK`, `init_model=PATH`,
     `decay=coupled|decoupled`, `sensitivity=S` (the gates' `cost_sensitivity`), `gate_start=N` (dense
-    epochs before the hardware loss starts; 0 keeps the one-epoch warm-up)."""
+    epochs before the hardware loss starts; 0 keeps the one-epoch warm-up), `importance=P` (the gates'
+    `importance_pressure`), `center=1` (their `center_task_gradient`)."""
     arg = common.parse_arg(
         arg,
         quick=False,
@@ -59,6 +64,8 @@ def get_config(arg=None):
         decay="decoupled",
         sensitivity=1.0,
         gate_start=0,
+        importance=0.0,
+        center=False,
     )
     config = ml_collections.ConfigDict()
     config.seed = 0
@@ -107,6 +114,9 @@ def get_config(arg=None):
         hw_loss="two_sided",
         # 1.0: each channel is charged its group's marginal cost; 0.0: the mean cost per channel (RobustPruneModel).
         cost_sensitivity=arg.sensitivity,
+        # > 0: weak filters (relative L1 norm) feel more pressure; center: no net task push on any gate group.
+        importance_pressure=arg.importance,
+        center_task_gradient=arg.center,
         lambda_max=0.0 if arg.dense else 2.0,
         # The gates hold still while the loss weight is 0: `gate_start` dense epochs (0: one, unless there is one).
         lambda_warmup_epochs=arg.gate_start or min(1, epochs - 1),

@@ -4,7 +4,15 @@ import pytest
 from keras import ops
 
 import tfrobustprune
-from tfrobustprune import RobustPruneCallback, RobustPruneModel, attacks, data, lambda_schedule, target_schedule
+from tfrobustprune import (
+    RobustPruneCallback,
+    RobustPruneModel,
+    attacks,
+    data,
+    lambda_schedule,
+    magnitude,
+    target_schedule,
+)
 
 
 def _compiled(network, **kwargs):
@@ -62,6 +70,7 @@ def test_freeze_stops_gate_updates(sample, tiny_gated_model):
         (dict(hw_loss="l2"), r"Received: hw_loss='l2'"),
         (dict(weight_decay=-1e-4), r"Received: weight_decay=-0.0001"),
         (dict(cost_sensitivity=1.5), r"Received: cost_sensitivity=1.5"),
+        (dict(importance_pressure=-1.0), r"Received: importance_pressure=-1.0"),
     ],
 )
 def test_bad_arguments_are_rejected(tiny_gated_model, kwargs, match):
@@ -125,6 +134,71 @@ def test_without_cost_sensitivity_every_gate_is_pushed_equally(sample):
         own = np.array([float(marginal[gid_of[id(g)]]) for g in model.gates])
     assert np.all(steps[0.0] > 0) and np.ptp(steps[0.0]) < 0.01 * steps[0.0].mean()
     np.testing.assert_allclose(steps[1.0] / steps[1.0].max(), own / own.max(), rtol=0.01)
+
+
+def _relative_filter_norms(model):
+    """Per gate: L1 norm of each channel's filters over the mean of its group's open channels."""
+    norms = magnitude.filter_l1_norms(model.network, model.cost_model)
+    gid_of = {id(layer): gid for gid, layer in model.cost_model.gates.items()}
+    relative = []
+    for g in model.gates:
+        norm, open_mask = norms[gid_of[id(g)]], np.array(g.hard_mask())
+        relative.append(np.clip(norm / (norm * open_mask).sum() * open_mask.sum(), 0.1, 10.0))
+    return relative
+
+
+@pytest.mark.parametrize("closing", [True, False])
+def test_importance_pressure_pushes_weak_filters_hardest(sample, closing):
+    # A hardware loss far above the task loss, charged at the mean cost (s = 0), weights held still (lr 0):
+    # each channel's gate step is the pressure it feels. Closing, it is `rel ** -1`; reopening (half of every
+    # group closed, target 1), `rel ** +1`, so the strongest closed filters come back first.
+    x, y = sample.x_train[:64].astype("float32") / 255.0, sample.y_train[:64]
+    network = tfrobustprune.gate(tfrobustprune.models.cifar_resnet(depth=8, width=8), init_logit=1.0)
+    rng = np.random.default_rng(0)
+    for layer in network.layers:  # filters of very different norms (a fresh init's are all about equal)
+        if isinstance(layer, keras.layers.Conv2D):
+            layer.kernel.assign(layer.kernel * rng.uniform(0.05, 3.0, layer.kernel.shape[-1]).astype("float32"))
+    model = RobustPruneModel(
+        network,
+        attack="none",
+        cost_metric="params",
+        target_ratio=0.3 if closing else 1.0,
+        hw_lambda=1e4,
+        cost_sensitivity=0.0,
+        importance_pressure=1.0,
+    )
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
+    if not closing:
+        for g in model.gates:
+            half = g.channels // 2
+            g.logits.assign(np.r_[np.full(half, -1.0), np.ones(g.channels - half)].astype("float32"))
+    before = [np.array(g.logits) for g in model.gates]
+    relative = _relative_filter_norms(model)
+    model.fit(x, y, batch_size=64, epochs=1, verbose=0)
+    steps = np.concatenate([b - np.array(g.logits) for b, g in zip(before, model.gates)])
+    expected = np.concatenate(relative) ** (-1.0 if closing else 1.0)
+    assert np.ptp(expected) > 1.0  # filters differ in norm, so the check below can fail
+    if closing:
+        np.testing.assert_allclose(steps / steps.max(), expected / expected.max(), rtol=0.01)
+    else:  # reopening steps are negative; the sigmoid slope is the same at logits -1 and 1
+        np.testing.assert_allclose(steps / steps.min(), expected / expected.max(), rtol=0.01)
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_centred_task_gradient_has_no_net_push_on_any_gate_group(sample, center):
+    # A negligible hardware loss (but > 0, so the gates move): the steps are the task gradient's. The last residual
+    # stream, read by the classifier without a batch norm, gets a net push; centred, every group sums to zero.
+    x, y = sample.x_train[:128].astype("float32") / 255.0, sample.y_train[:128]
+    keras.utils.set_random_seed(0)
+    network = tfrobustprune.gate(tfrobustprune.models.cifar_resnet(depth=8, width=8), init_logit=1.0)
+    model = RobustPruneModel(network, attack="none", hw_lambda=1e-9, center_task_gradient=center)
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
+    model.fit(x, y, batch_size=128, epochs=1, verbose=0)
+    net = [abs(float(ops.sum(1.0 - g.logits))) / float(ops.sum(ops.abs(1.0 - g.logits))) for g in model.gates]
+    if center:
+        assert max(net) < 1e-3
+    else:
+        assert max(net) > 0.05
 
 
 def test_gates_hold_still_without_the_hardware_loss(sample):
@@ -288,3 +362,8 @@ def test_robust_prune_model_config_round_trip(tiny_gated_model):
     clone = RobustPruneModel.from_config(model.get_config())
     assert (clone.attack, clone.target_ratio, clone.cost_metric) == ("n_fgsm", 0.3, "params")
     assert clone.cost_sensitivity == 0.25
+    assert (clone.importance_pressure, clone.center_task_gradient) == (0.0, False)
+    other = RobustPruneModel.from_config(
+        RobustPruneModel(tiny_gated_model, importance_pressure=0.5, center_task_gradient=True).get_config()
+    )
+    assert (other.importance_pressure, other.center_task_gradient) == (0.5, True)

@@ -160,6 +160,19 @@ def test_cost_sensitivity_reaches_the_model_and_is_checked():
         train_lib.run(_resnet20_tiny_config("sensitivity=2.0"), "/nonexistent/never/created")
 
 
+def test_importance_and_center_reach_the_model_and_are_checked():
+    model = train_lib.build_model(_resnet20_tiny_config("importance=1.0,center=1"), 10, steps_per_epoch=4)
+    assert (model.importance_pressure, model.center_task_gradient) == (1.0, True)
+    default = train_lib.build_model(_resnet20_tiny_config(""), 10, steps_per_epoch=4)
+    assert (default.importance_pressure, default.center_task_gradient) == (0.0, False)
+    with pytest.raises(ConfigError, match=r"config.train.importance_pressure: expected a number >= 0. Received: -1.0"):
+        train_lib.run(_resnet20_tiny_config("importance=-1.0"), "/nonexistent/never/created")
+    config = _resnet20_tiny_config("")
+    config.train = dict(config.train.to_dict(), center_task_gradient="yes")  # a config file, not the arg parser
+    with pytest.raises(ConfigError, match=r"config.train.center_task_gradient: expected a bool. Received: 'yes'"):
+        train_lib.run(config, "/nonexistent/never/created")
+
+
 def test_gate_start_delays_the_pruning_schedule():
     from configs import resnet20_cifar10
 

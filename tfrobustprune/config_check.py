@@ -46,6 +46,14 @@ def _number(config, path):
     return value
 
 
+def _optional_number(config, path, default):
+    """`_number` for a field older configs may lack (they get `default`)."""
+    section, _, key = path.rpartition(".")
+    value = _get(config, section).get(key, default)
+    _require(isinstance(value, int | float) and not isinstance(value, bool), path, "a number", value)
+    return value
+
+
 def validate(config):
     """Checks every field the trainer reads; raises `ConfigError` naming the first bad one.
 
@@ -113,13 +121,12 @@ def validate(config):
     _require(
         decay_mode in WEIGHT_DECAY_MODES, "train.weight_decay_mode", f"one of {list(WEIGHT_DECAY_MODES)}", decay_mode
     )
-    sensitivity = config.train.get("cost_sensitivity", 1.0)
-    _require(
-        isinstance(sensitivity, int | float) and not isinstance(sensitivity, bool) and 0.0 <= sensitivity <= 1.0,
-        "train.cost_sensitivity",
-        "a number in [0, 1]",
-        sensitivity,
-    )
+    sensitivity = _optional_number(config, "train.cost_sensitivity", 1.0)
+    _require(0.0 <= sensitivity <= 1.0, "train.cost_sensitivity", "a number in [0, 1]", sensitivity)
+    importance = _optional_number(config, "train.importance_pressure", 0.0)
+    _require(importance >= 0.0, "train.importance_pressure", "a number >= 0", importance)
+    center = config.train.get("center_task_gradient", False)
+    _require(isinstance(center, bool), "train.center_task_gradient", "a bool", center)
     gate_lr = _number(config, "train.gate_learning_rate")
     _require(gate_lr > 0.0, "train.gate_learning_rate", "a number > 0", gate_lr)
     glide = config.train.get("target_glide_epochs", 0)

@@ -12,41 +12,59 @@ result is stripped like a gated model, so the pruned model is a genuinely
 smaller plain Keras model.
 """
 
+import math
+
 import numpy as np
+from keras import ops
 
 from tfrobustprune import budget, gating
 from tfrobustprune.cost import COST_METRICS, CostModel
 from tfrobustprune.strip import strip
 
 
-def filter_l1_norms(gated, cost_model=None):
-    """L1 norm of the weights producing each channel of each gated group.
+def filter_l1_norm_tensors(gated, cost_model=None):
+    """L1 norm of the weights producing each channel of each gated group, as tensors (usable in a train step).
 
     Args:
         gated: A gated functional model (`tfrobustprune.gate`).
         cost_model: Optional `CostModel` of `gated`.
 
     Returns:
-        Dict gid -> float array of shape `(width,)`: for every channel, the sum
-        over the group's producing layers (role "out") of the L1 norm of the
-        kernel slice that computes it.
+        Dict gid -> float32 tensor of shape `(width,)`: for every channel, the
+        sum over the group's producing layers (role "out") of the L1 norm of
+        the kernel slice that computes it (0 for a group no kernel produces).
     """
     cost_model = cost_model or CostModel(gated)
     norms = {}
     for gid in cost_model.gates:
         group = cost_model.graph.groups[gid]
-        total = np.zeros(group.width)
+        total = ops.zeros((group.width,))
         for layer_name, role in group.members:
             layer = gated.get_layer(layer_name)
             kernel = getattr(layer, "kernel", None)
             if role != "out" or kernel is None:
                 continue
-            weights = np.abs(np.asarray(kernel))
-            if type(layer).__name__ == "DepthwiseConv2D":  # (kh, kw, in, multiplier): channels are in x mult
-                weights = weights.reshape(weights.shape[:2] + (-1,))
-            total += weights.reshape(-1, weights.shape[-1]).sum(axis=0)
+            # The output channels are the last axis, or in x multiplier for a depthwise (kh, kw, in, mult) kernel.
+            channels = math.prod(kernel.shape[2:]) if type(layer).__name__ == "DepthwiseConv2D" else kernel.shape[-1]
+            total = total + ops.sum(ops.reshape(ops.abs(ops.convert_to_tensor(kernel)), (-1, channels)), axis=0)
         norms[gid] = total
     return norms
+
+
+def filter_l1_norms(gated, cost_model=None):
+    """`filter_l1_norm_tensors` as NumPy arrays (float64), for ranking outside a train step.
+
+    Args:
+        gated: A gated functional model (`tfrobustprune.gate`).
+        cost_model: Optional `CostModel` of `gated`.
+
+    Returns:
+        Dict gid -> float array of shape `(width,)`.
+    """
+    return {
+        gid: np.asarray(ops.convert_to_numpy(t), dtype="float64")
+        for gid, t in filter_l1_norm_tensors(gated, cost_model).items()
+    }
 
 
 def _gated_with_norms(model, min_channels, min_fraction):

@@ -7,6 +7,7 @@ from keras import ops
 from tfrobustprune import attacks as attacks_lib
 from tfrobustprune.cost import COST_METRICS, CostModel
 from tfrobustprune.gating import gate_layers
+from tfrobustprune.magnitude import filter_l1_norm_tensors
 
 HW_LOSSES = ("two_sided", "hinge")
 
@@ -66,7 +67,17 @@ class RobustPruneModel(keras.Model):
     gradient ranks channels only within a group: it sums to zero over the
     channels of any group that reaches the loss through a batch norm (scale
     invariance; `benchmarks/gate_gradient_bias.py`), so it cannot say how many
-    channels a group should keep.
+    channels a group should keep. The one group read without a norm (the last
+    residual stream, read by the classifier) gets a net push toward closing
+    instead, a logit-scale effect; `center_task_gradient` removes it.
+
+    `importance_pressure` gives the gates the between-group signal the task
+    gradient lacks: each channel's hardware pressure is multiplied by
+    `rel ** -p` while the loss closes channels (`rel ** p` while it reopens
+    them), where `rel` is the L1 norm of the weights producing the channel
+    divided by the mean over its group's open channels (clipped to [0.1, 10]),
+    the criterion of L1 filter pruning (`magnitude`). Channels that are weak
+    for their layer then close first, wherever they are.
     `hw_lambda` and the gate learning rate are variables: `RobustPruneCallback`
     schedules the first and freezes the gates by zeroing the second.
 
@@ -86,6 +97,12 @@ class RobustPruneModel(keras.Model):
         hw_loss: "two_sided" (default) or "hinge", see `hardware_loss`.
         cost_sensitivity: Float in [0, 1], see above; 1.0 (default) is the
             exact gradient of the hardware loss.
+        importance_pressure: Float >= 0, the exponent `p` above; 0.0
+            (default) leaves the pressure as `cost_sensitivity` sets it.
+        center_task_gradient: Bool, subtract from each gate group's task
+            gradient its mean over the open channels (weighted by the
+            sigmoid slope), so it sums to zero there as it already does in
+            every group followed by a batch norm.
         weight_decay: Float >= 0, coupled L2 decay: `weight_decay * w` is added
             to each weight's gradient before the optimizer step, as
             `torch.optim.SGD(weight_decay=...)` does (gates excluded). Under
@@ -114,6 +131,8 @@ class RobustPruneModel(keras.Model):
         gate_learning_rate=0.01,
         hw_loss="two_sided",
         cost_sensitivity=1.0,
+        importance_pressure=0.0,
+        center_task_gradient=False,
         weight_decay=0.0,
         seed=0,
         **kwargs,
@@ -135,6 +154,8 @@ class RobustPruneModel(keras.Model):
             raise ValueError(f"`gate_learning_rate` must be > 0. Received: gate_learning_rate={gate_learning_rate}")
         if not 0.0 <= cost_sensitivity <= 1.0:
             raise ValueError(f"`cost_sensitivity` must be in [0, 1]. Received: cost_sensitivity={cost_sensitivity}")
+        if not importance_pressure >= 0:
+            raise ValueError(f"`importance_pressure` must be >= 0. Received: importance_pressure={importance_pressure}")
         if not weight_decay >= 0:
             raise ValueError(f"`weight_decay` must be >= 0. Received: weight_decay={weight_decay}")
         self.network = network
@@ -142,6 +163,7 @@ class RobustPruneModel(keras.Model):
         self.cost_metric, self.target_ratio = cost_metric, float(target_ratio)
         self.initial_hw_lambda, self.gate_learning_rate = float(hw_lambda), float(gate_learning_rate)
         self.hw_loss, self.cost_sensitivity = hw_loss, float(cost_sensitivity)
+        self.importance_pressure, self.center_task_gradient = float(importance_pressure), bool(center_task_gradient)
         self.weight_decay = float(weight_decay)
         self.cost_model = CostModel(network)
         self.gates = gate_layers(network)
@@ -256,6 +278,59 @@ class RobustPruneModel(keras.Model):
             for g in self.gates
         ]
 
+    def importance_scales(self, closing):
+        """Per-gate, per-channel factors on the hardware-loss gradient from relative filter norms.
+
+        Args:
+            closing: Scalar bool tensor, whether the hardware loss is closing
+                channels (cost above its target) rather than reopening them.
+
+        Returns:
+            List, in the order of `gate_variables`, of `(width,)` tensors
+            `rel ** -p` if `closing` else `rel ** p` (see the class
+            docstring), or scalar 1.0 where `importance_pressure` is 0 or a
+            gate has no group.
+        """
+        if self.importance_pressure == 0.0:
+            return [ops.ones(()) for _ in self.gates]
+        norms = filter_l1_norm_tensors(self.network, self.cost_model)
+        gid_of = {id(layer): gid for gid, layer in self.cost_model.gates.items()}
+        exponent = ops.where(closing, -self.importance_pressure, self.importance_pressure)
+        scales = []
+        for g in self.gates:
+            if id(g) not in gid_of:
+                scales.append(ops.ones(()))
+                continue
+            norm, open_mask = norms[gid_of[id(g)]], g.hard_mask()
+            open_mean = ops.sum(open_mask * norm) / ops.maximum(ops.sum(open_mask), 1.0)
+            relative = ops.clip(norm / ops.maximum(open_mean, 1e-12), 0.1, 10.0)
+            scales.append(ops.power(relative, exponent))
+        return scales
+
+    def centred_task_gradients(self, task_grads):
+        """Removes each gate group's net task push over its open channels (see `center_task_gradient`).
+
+        The straight-through gradient on logit `c` is `sigmoid'(l_c) * dL/dm_c`;
+        the offset `sum_open(grad) / sum_open(sigmoid')` is subtracted from
+        `dL/dm_c`, so the result sums to zero over the open channels.
+
+        Args:
+            task_grads: List of gradients (or None) in the order of `gate_variables`.
+
+        Returns:
+            The list with every non-None gradient centred.
+        """
+        centred = []
+        for grad, g in zip(task_grads, self.gates):
+            if grad is None:
+                centred.append(grad)
+                continue
+            soft = ops.sigmoid(ops.convert_to_tensor(g.logits))
+            slope, open_mask = soft * (1.0 - soft), g.hard_mask()
+            offset = ops.sum(open_mask * grad) / ops.maximum(ops.sum(open_mask * slope), 1e-12)
+            centred.append(grad - slope * offset)
+        return centred
+
     def _update_metrics(self, loss, ce, hw, ratio, y, logits):
         self.loss_tracker.update_state(loss)
         self.ce_tracker.update_state(ce)
@@ -284,10 +359,17 @@ class RobustPruneModel(keras.Model):
                 for g, v in zip(weight_grads, weight_vars)
             ]
         self.optimizer.apply(weight_grads, weight_vars)
+        task_grads = grads[len(weight_vars) :]
+        if self.center_task_gradient:
+            task_grads = self.centred_task_gradients(task_grads)
+        scales = [
+            cost * importance
+            for cost, importance in zip(self.pressure_scales(), self.importance_scales(ratio > self.hw_target))
+        ]
         # A gate frozen before tracing has no gradient: feed zeros (its learning rate is 0 anyway).
         gate_grads = [
             (ops.zeros_like(v) if task is None else task) + (0.0 if hw_g is None else scale * hw_g)
-            for task, hw_g, scale, v in zip(grads[len(weight_vars) :], hw_grads, self.pressure_scales(), gate_vars)
+            for task, hw_g, scale, v in zip(task_grads, hw_grads, scales, gate_vars)
         ]
         # Gates move only under the hardware loss. Alone, the task gradient on a gate is that of a channel scale
         # (after BN it is gamma * dL/dgamma + beta * dL/dbeta), not an importance; in a dense warm-up it would drift
@@ -329,6 +411,8 @@ class RobustPruneModel(keras.Model):
             "gate_learning_rate": self.gate_learning_rate,
             "hw_loss": self.hw_loss,
             "cost_sensitivity": self.cost_sensitivity,
+            "importance_pressure": self.importance_pressure,
+            "center_task_gradient": self.center_task_gradient,
             "weight_decay": self.weight_decay,
             "seed": self.seed,
         }

@@ -84,6 +84,8 @@ def build_model(config, num_classes, steps_per_epoch):
         gate_learning_rate=train.gate_learning_rate,
         hw_loss=train.hw_loss,
         cost_sensitivity=train.get("cost_sensitivity", 1.0),
+        importance_pressure=train.get("importance_pressure", 0.0),
+        center_task_gradient=train.get("center_task_gradient", False),
         weight_decay=train.weight_decay if coupled_decay else 0.0,
         seed=config.seed,
         name=f"robust_{network.name}",

@@ -32,7 +32,7 @@ default gates (from epoch 2, S = 1) cut the stage-3 residual stream to half and
 trail L1 filter pruning of a dense model (BENCHMARKS.md, the paper table);
 `gate_start=10,sensitivity=0` is the variant under test against it.
 `importance=P` sets the gates' `importance_pressure` (0: off; 1: a channel whose
-filters are half its layer's mean L1 norm is pushed twice as hard) and `center=1`
+filters have half the mean L1 norm of its group's open channels is pushed twice as hard to close) and `center=1`
 their `center_task_gradient` (RobustPruneModel): the between-group signal the task
 gradient lacks (benchmarks/gate_gradient_bias.py).
 """

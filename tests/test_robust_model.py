@@ -71,6 +71,8 @@ def test_freeze_stops_gate_updates(sample, tiny_gated_model):
         (dict(weight_decay=-1e-4), r"Received: weight_decay=-0.0001"),
         (dict(cost_sensitivity=1.5), r"Received: cost_sensitivity=1.5"),
         (dict(importance_pressure=-1.0), r"Received: importance_pressure=-1.0"),
+        (dict(importance_pressure=float("inf")), r"Received: importance_pressure=inf"),
+        (dict(center_task_gradient="no"), r"Received: center_task_gradient='no'"),
     ],
 )
 def test_bad_arguments_are_rejected(tiny_gated_model, kwargs, match):
@@ -150,8 +152,8 @@ def _relative_filter_norms(model):
 @pytest.mark.parametrize("closing", [True, False])
 def test_importance_pressure_pushes_weak_filters_hardest(sample, closing):
     # A hardware loss far above the task loss, charged at the mean cost (s = 0), weights held still (lr 0):
-    # each channel's gate step is the pressure it feels. Closing, it is `rel ** -1`; reopening (half of every
-    # group closed, target 1), `rel ** +1`, so the strongest closed filters come back first.
+    # each channel's gate step is the pressure it feels. Closing, it is `rel ** -1` (1 on closed channels);
+    # reopening (target 1), `rel ** +1`, so the strongest closed filters come back first.
     x, y = sample.x_train[:64].astype("float32") / 255.0, sample.y_train[:64]
     network = tfrobustprune.gate(tfrobustprune.models.cifar_resnet(depth=8, width=8), init_logit=1.0)
     rng = np.random.default_rng(0)
@@ -168,15 +170,17 @@ def test_importance_pressure_pushes_weak_filters_hardest(sample, closing):
         importance_pressure=1.0,
     )
     model.compile(optimizer=keras.optimizers.SGD(0.0))
-    if not closing:
-        for g in model.gates:
-            half = g.channels // 2
-            g.logits.assign(np.r_[np.full(half, -1.0), np.ones(g.channels - half)].astype("float32"))
+    for g in model.gates:  # a quarter (closing) or half (reopening) of every group closed
+        shut = g.channels // (4 if closing else 2)
+        g.logits.assign(np.r_[np.full(shut, -1.0), np.ones(g.channels - shut)].astype("float32"))
     before = [np.array(g.logits) for g in model.gates]
     relative = _relative_filter_norms(model)
+    is_open = np.concatenate([np.array(g.hard_mask()) > 0 for g in model.gates])
     model.fit(x, y, batch_size=64, epochs=1, verbose=0)
     steps = np.concatenate([b - np.array(g.logits) for b, g in zip(before, model.gates)])
     expected = np.concatenate(relative) ** (-1.0 if closing else 1.0)
+    if closing:  # a closed channel is not pushed harder for its (shrinking) filters
+        expected = np.where(is_open, expected, 1.0)
     assert np.ptp(expected) > 1.0  # filters differ in norm, so the check below can fail
     if closing:
         np.testing.assert_allclose(steps / steps.max(), expected / expected.max(), rtol=0.01)
@@ -199,6 +203,35 @@ def test_centred_task_gradient_has_no_net_push_on_any_gate_group(sample, center)
         assert max(net) < 1e-3
     else:
         assert max(net) > 0.05
+
+
+def test_centring_removes_the_mean_mask_gradient_of_open_channels_only(tiny_gated_model):
+    # Unequal logits and closed channels: the open channels' dL/dm (logit gradient over the sigmoid slope) lose
+    # their mean, a group whose dL/dm already sums to zero (what a batch norm gives) is unchanged, closed
+    # channels keep their gradient.
+    model = RobustPruneModel(tiny_gated_model, center_task_gradient=True)
+    rng = np.random.default_rng(0)
+    grads, mask_grads = [], []
+    for i, g in enumerate(model.gates):
+        logits = rng.normal(0.0, 2.0, g.channels).astype("float32")
+        logits[:2] = [-3.0, 4.0]  # at least one closed and one open channel
+        g.logits.assign(logits)
+        slope = 1 / (1 + np.exp(-logits)) * (1 - 1 / (1 + np.exp(-logits)))
+        mask_grad = rng.normal(0.0, 1.0, g.channels)
+        open_ = np.array(g.hard_mask()) > 0
+        # Every other group sums to zero over its open channels, the rest to a net push of 1 per channel.
+        mask_grad[open_] += (0.0 if i % 2 else 1.0) - mask_grad[open_].mean()
+        grads.append(ops.convert_to_tensor((slope * mask_grad).astype("float32")))
+        mask_grads.append((mask_grad, slope, open_, bool(i % 2)))
+    for centred, (mask_grad, slope, open_, zero_sum) in zip(model.centred_task_gradients(grads), mask_grads):
+        centred = np.array(centred)
+        np.testing.assert_allclose(centred[~open_], (slope * mask_grad)[~open_], rtol=1e-5)
+        expected = slope * (mask_grad - mask_grad[open_].mean())
+        np.testing.assert_allclose(centred[open_], expected[open_], rtol=1e-4, atol=1e-7)
+        if zero_sum:
+            np.testing.assert_allclose(centred, slope * mask_grad, rtol=1e-4, atol=1e-6)
+        else:
+            assert not np.allclose(centred, slope * mask_grad, rtol=0.1)  # centring changed this group
 
 
 def test_gates_hold_still_without_the_hardware_loss(sample):

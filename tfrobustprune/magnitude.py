@@ -22,6 +22,24 @@ from tfrobustprune.cost import COST_METRICS, CostModel
 from tfrobustprune.strip import strip
 
 
+def _producing_kernels(gated, cost_model):
+    """Dict gid -> `(width, [(kernel, channels), ...])`: the kernels writing each gated group's channels."""
+    kernels = {}
+    for gid in cost_model.gates:
+        group = cost_model.graph.groups[gid]
+        found = []
+        for layer_name, role in group.members:
+            layer = gated.get_layer(layer_name)
+            kernel = getattr(layer, "kernel", None)
+            if role != "out" or kernel is None:
+                continue
+            # The output channels are the last axis, or in x multiplier for a depthwise (kh, kw, in, mult) kernel.
+            channels = math.prod(kernel.shape[2:]) if type(layer).__name__ == "DepthwiseConv2D" else kernel.shape[-1]
+            found.append((kernel, int(channels)))
+        kernels[gid] = (group.width, found)
+    return kernels
+
+
 def filter_l1_norm_tensors(gated, cost_model=None):
     """L1 norm of the weights producing each channel of each gated group, as tensors (usable in a train step).
 
@@ -34,37 +52,32 @@ def filter_l1_norm_tensors(gated, cost_model=None):
         sum over the group's producing layers (role "out") of the L1 norm of
         the kernel slice that computes it (0 for a group no kernel produces).
     """
-    cost_model = cost_model or CostModel(gated)
     norms = {}
-    for gid in cost_model.gates:
-        group = cost_model.graph.groups[gid]
-        total = ops.zeros((group.width,))
-        for layer_name, role in group.members:
-            layer = gated.get_layer(layer_name)
-            kernel = getattr(layer, "kernel", None)
-            if role != "out" or kernel is None:
-                continue
-            # The output channels are the last axis, or in x multiplier for a depthwise (kh, kw, in, mult) kernel.
-            channels = math.prod(kernel.shape[2:]) if type(layer).__name__ == "DepthwiseConv2D" else kernel.shape[-1]
+    for gid, (width, kernels) in _producing_kernels(gated, cost_model or CostModel(gated)).items():
+        total = ops.zeros((width,))
+        for kernel, channels in kernels:
             total = total + ops.sum(ops.reshape(ops.abs(ops.convert_to_tensor(kernel)), (-1, channels)), axis=0)
         norms[gid] = total
     return norms
 
 
 def filter_l1_norms(gated, cost_model=None):
-    """`filter_l1_norm_tensors` as NumPy arrays (float64), for ranking outside a train step.
+    """`filter_l1_norm_tensors` in NumPy, summed over layers in float64, for ranking outside a train step.
 
     Args:
         gated: A gated functional model (`tfrobustprune.gate`).
         cost_model: Optional `CostModel` of `gated`.
 
     Returns:
-        Dict gid -> float array of shape `(width,)`.
+        Dict gid -> float64 array of shape `(width,)`.
     """
-    return {
-        gid: np.asarray(ops.convert_to_numpy(t), dtype="float64")
-        for gid, t in filter_l1_norm_tensors(gated, cost_model).items()
-    }
+    norms = {}
+    for gid, (width, kernels) in _producing_kernels(gated, cost_model or CostModel(gated)).items():
+        total = np.zeros(width)
+        for kernel, channels in kernels:
+            total += np.abs(np.asarray(kernel)).reshape(-1, channels).sum(axis=0)
+        norms[gid] = total
+    return norms
 
 
 def _gated_with_norms(model, min_channels, min_fraction):

@@ -75,9 +75,12 @@ class RobustPruneModel(keras.Model):
     gradient lacks: each channel's hardware pressure is multiplied by
     `rel ** -p` while the loss closes channels (`rel ** p` while it reopens
     them), where `rel` is the L1 norm of the weights producing the channel
-    divided by the mean over its group's open channels (clipped to [0.1, 10]),
-    the criterion of L1 filter pruning (`magnitude`). Channels that are weak
-    for their layer then close first, wherever they are.
+    divided by the mean over its group's open channels (clipped to [0.1, 10];
+    for a residual stream, summed over every layer writing to it), the
+    criterion of L1 filter pruning (`magnitude`). Channels that are weak for
+    their group then close first, wherever they are, and strong closed ones
+    reopen first. The factors are not normalised, so a group whose norms are
+    spread out also feels more pressure in total (`mean(rel ** -p) >= 1`).
     `hw_lambda` and the gate learning rate are variables: `RobustPruneCallback`
     schedules the first and freezes the gates by zeroing the second.
 
@@ -99,10 +102,10 @@ class RobustPruneModel(keras.Model):
             exact gradient of the hardware loss.
         importance_pressure: Float >= 0, the exponent `p` above; 0.0
             (default) leaves the pressure as `cost_sensitivity` sets it.
-        center_task_gradient: Bool, subtract from each gate group's task
-            gradient its mean over the open channels (weighted by the
-            sigmoid slope), so it sums to zero there as it already does in
-            every group followed by a batch norm.
+        center_task_gradient: Bool, subtract from each gate group's
+            `dL/dmask` its mean over the open channels (`centred_task_gradients`),
+            so it sums to zero there, as it already does in every group
+            followed by a batch norm; in effect only the last stream changes.
         weight_decay: Float >= 0, coupled L2 decay: `weight_decay * w` is added
             to each weight's gradient before the optimizer step, as
             `torch.optim.SGD(weight_decay=...)` does (gates excluded). Under
@@ -154,8 +157,18 @@ class RobustPruneModel(keras.Model):
             raise ValueError(f"`gate_learning_rate` must be > 0. Received: gate_learning_rate={gate_learning_rate}")
         if not 0.0 <= cost_sensitivity <= 1.0:
             raise ValueError(f"`cost_sensitivity` must be in [0, 1]. Received: cost_sensitivity={cost_sensitivity}")
-        if not importance_pressure >= 0:
-            raise ValueError(f"`importance_pressure` must be >= 0. Received: importance_pressure={importance_pressure}")
+        if (
+            isinstance(importance_pressure, bool)
+            or not isinstance(importance_pressure, int | float)
+            or not 0 <= importance_pressure < float("inf")
+        ):
+            raise ValueError(
+                f"`importance_pressure` must be a finite number >= 0. Received: importance_pressure={importance_pressure!r}"
+            )
+        if not isinstance(center_task_gradient, bool):
+            raise ValueError(
+                f"`center_task_gradient` must be a bool. Received: center_task_gradient={center_task_gradient!r}"
+            )
         if not weight_decay >= 0:
             raise ValueError(f"`weight_decay` must be >= 0. Received: weight_decay={weight_decay}")
         self.network = network
@@ -163,7 +176,7 @@ class RobustPruneModel(keras.Model):
         self.cost_metric, self.target_ratio = cost_metric, float(target_ratio)
         self.initial_hw_lambda, self.gate_learning_rate = float(hw_lambda), float(gate_learning_rate)
         self.hw_loss, self.cost_sensitivity = hw_loss, float(cost_sensitivity)
-        self.importance_pressure, self.center_task_gradient = float(importance_pressure), bool(center_task_gradient)
+        self.importance_pressure, self.center_task_gradient = float(importance_pressure), center_task_gradient
         self.weight_decay = float(weight_decay)
         self.cost_model = CostModel(network)
         self.gates = gate_layers(network)
@@ -288,8 +301,10 @@ class RobustPruneModel(keras.Model):
         Returns:
             List, in the order of `gate_variables`, of `(width,)` tensors
             `rel ** -p` if `closing` else `rel ** p` (see the class
-            docstring), or scalar 1.0 where `importance_pressure` is 0 or a
-            gate has no group.
+            docstring); 1.0 for a closed channel while closing (an inflated
+            push on it would only swell the shared RMS) and for every channel
+            of a group whose open filters have zero norm; scalar 1.0 where
+            `importance_pressure` is 0 or a gate has no group.
         """
         if self.importance_pressure == 0.0:
             return [ops.ones(()) for _ in self.gates]
@@ -304,15 +319,18 @@ class RobustPruneModel(keras.Model):
             norm, open_mask = norms[gid_of[id(g)]], g.hard_mask()
             open_mean = ops.sum(open_mask * norm) / ops.maximum(ops.sum(open_mask), 1.0)
             relative = ops.clip(norm / ops.maximum(open_mean, 1e-12), 0.1, 10.0)
-            scales.append(ops.power(relative, exponent))
+            scale = ops.where(ops.logical_and(closing, open_mask == 0.0), 1.0, ops.power(relative, exponent))
+            scales.append(ops.where(open_mean > 0.0, scale, 1.0))
         return scales
 
     def centred_task_gradients(self, task_grads):
         """Removes each gate group's net task push over its open channels (see `center_task_gradient`).
 
-        The straight-through gradient on logit `c` is `sigmoid'(l_c) * dL/dm_c`;
-        the offset `sum_open(grad) / sum_open(sigmoid')` is subtracted from
-        `dL/dm_c`, so the result sums to zero over the open channels.
+        The straight-through gradient on logit `c` is `sigmoid'(l_c) * dL/dm_c`.
+        The mean of `dL/dm` over the open channels is subtracted from each open
+        channel's `dL/dm`, so those sum to zero; a group followed by a batch
+        norm already sums to zero there (scale invariance) and is unchanged.
+        Closed channels keep their gradient.
 
         Args:
             task_grads: List of gradients (or None) in the order of `gate_variables`.
@@ -327,8 +345,9 @@ class RobustPruneModel(keras.Model):
                 continue
             soft = ops.sigmoid(ops.convert_to_tensor(g.logits))
             slope, open_mask = soft * (1.0 - soft), g.hard_mask()
-            offset = ops.sum(open_mask * grad) / ops.maximum(ops.sum(open_mask * slope), 1e-12)
-            centred.append(grad - slope * offset)
+            mask_grad = ops.where(slope > 0.0, grad / ops.maximum(slope, 1e-30), 0.0)  # dL/dm
+            offset = ops.sum(open_mask * mask_grad) / ops.maximum(ops.sum(open_mask), 1.0)
+            centred.append(grad - open_mask * slope * offset)
         return centred
 
     def _update_metrics(self, loss, ce, hw, ratio, y, logits):

@@ -180,6 +180,9 @@ class RobustPruneModel(keras.Model):
         self.weight_decay = float(weight_decay)
         self.cost_model = CostModel(network)
         self.gates = gate_layers(network)
+        # The cost model's group id of each gate, in the order of `gates` (None: a gate outside any group).
+        gid_of_layer = {id(layer): gid for gid, layer in self.cost_model.gates.items()}
+        self._gate_gids = tuple(gid_of_layer.get(id(g)) for g in self.gates)
         if not self.gates:
             raise ValueError("`network` has no ChannelGate layers; pass `tfrobustprune.gate(model)`.")
         # The attack's random starts are stateless in (seed, step counter); the counter is a model
@@ -283,12 +286,11 @@ class RobustPruneModel(keras.Model):
             return [ops.ones(()) for _ in self.gates]
         widths = {gid: ops.cast(ops.sum(layer.hard_mask()), "float32") for gid, layer in self.cost_model.gates.items()}
         marginal = self.cost_model.marginal_costs(self.cost_metric, widths)
-        gid_of = {id(layer): gid for gid, layer in self.cost_model.gates.items()}
         mean = sum(widths[gid] * marginal[gid] for gid in marginal) / sum(widths.values())
         exponent = 1.0 - self.cost_sensitivity
         return [
-            ops.power(mean / ops.maximum(marginal[gid_of[id(g)]], 1e-12), exponent) if id(g) in gid_of else ops.ones(())
-            for g in self.gates
+            ops.ones(()) if gid is None else ops.power(mean / ops.maximum(marginal[gid], 1e-12), exponent)
+            for gid in self._gate_gids
         ]
 
     def importance_scales(self, closing):
@@ -309,14 +311,13 @@ class RobustPruneModel(keras.Model):
         if self.importance_pressure == 0.0:
             return [ops.ones(()) for _ in self.gates]
         norms = filter_l1_norm_tensors(self.network, self.cost_model)
-        gid_of = {id(layer): gid for gid, layer in self.cost_model.gates.items()}
         exponent = ops.where(closing, -self.importance_pressure, self.importance_pressure)
         scales = []
-        for g in self.gates:
-            if id(g) not in gid_of:
+        for g, gid in zip(self.gates, self._gate_gids):
+            if gid is None:
                 scales.append(ops.ones(()))
                 continue
-            norm, open_mask = norms[gid_of[id(g)]], g.hard_mask()
+            norm, open_mask = norms[gid], g.hard_mask()
             open_mean = ops.sum(open_mask * norm) / ops.maximum(ops.sum(open_mask), 1.0)
             relative = ops.clip(norm / ops.maximum(open_mean, 1e-12), 0.1, 10.0)
             scale = ops.where(ops.logical_and(closing, open_mask == 0.0), 1.0, ops.power(relative, exponent))

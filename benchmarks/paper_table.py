@@ -121,6 +121,17 @@ def check_settings(row_dir, settings):
         model_io.write_json_atomic(path, settings, indent=2)
 
 
+def resolved_config(config_arg):
+    """The config dict `tfrobustprune.train` would run for `configs/resnet20_cifar10.py:<config_arg>`."""
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)
+    from configs import resnet20_cifar10
+
+    config = resnet20_cifar10.get_config(config_arg)
+    config.data.path = os.path.abspath(_DATA_DIR.value)
+    return json.loads(json.dumps(config.to_dict()))
+
+
 def train(row_dir, config_arg):
     """Runs (or resumes, or reuses) one `tfrobustprune.train` run; returns its report."""
     check_settings(row_dir, {"config": config_arg, "data_dir": os.path.abspath(_DATA_DIR.value)})
@@ -135,7 +146,18 @@ def train(row_dir, config_arg):
             f"--workdir={row_dir}",
         ]
         _run_logged(command, row_dir + ".log")
-    return _read_json(report_path)
+        return _read_json(report_path)
+    from tfrobustprune import train_lib
+
+    report = _read_json(report_path)
+    # The string may name the same config as before while the config file's defaults have changed since.
+    changes = train_lib.config_changes(report["config"], resolved_config(config_arg))
+    if changes:
+        raise RowError(
+            f"{report_path} was trained with another config than configs/resnet20_cifar10.py:{config_arg} gives "
+            f"now ({'; '.join(changes)}): pass another --workdir (or delete {row_dir})"
+        )
+    return report
 
 
 def trained_summary(report):

@@ -205,3 +205,37 @@ def test_ours_args_may_not_set_what_the_table_sets(tmp_path):
         result.stderr
     )
     assert not os.listdir(tmp_path)  # refused before any work
+
+
+_CACHED_REPORT_SCRIPT = r"""
+import json, os, sys
+sys.path.insert(0, os.path.join(sys.argv[1], "benchmarks"))
+from absl import flags
+import paper_table
+
+flags.FLAGS([sys.argv[0], f"--workdir={sys.argv[2]}", "--data_dir=unused"])
+arg = "cost=params,target=0.584,epochs=30,attack=n_fgsm"
+row_dir = os.path.join(sys.argv[2], "ours_0.16M")
+config = paper_table.resolved_config(arg)
+del config["train"]["importance_pressure"]  # a report written before the field existed: its absence means 0.0
+config["train"]["verbose"] = 1  # how much the run printed does not matter
+os.makedirs(row_dir)
+with open(os.path.join(row_dir, "report.json"), "w") as f:
+    json.dump({"config": config, "marker": 7}, f)
+reused = paper_table.train(row_dir, arg)["marker"]
+config["train"]["cost_sensitivity"] = 0.0  # the config file's default changed after this run
+with open(os.path.join(row_dir, "report.json"), "w") as f:
+    json.dump({"config": config}, f)
+try:
+    paper_table.train(row_dir, arg)
+    refused = ""
+except paper_table.RowError as error:
+    refused = str(error)
+print(json.dumps({"reused": reused, "refused": refused}))
+"""
+
+
+def test_a_cached_trainer_row_is_reused_only_under_the_config_it_was_trained_with(tmp_path):
+    out = _run_table_script(tmp_path, _CACHED_REPORT_SCRIPT)
+    assert out["reused"] == 7  # same config (absent optional field, other verbosity): no training started
+    assert "train.cost_sensitivity: 0.0 -> 1.0" in out["refused"] and "pass another --workdir" in out["refused"]

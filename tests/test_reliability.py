@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import tfrobustprune
 from configs import quickstart
-from tfrobustprune import config_check, models, strip
+from tfrobustprune import config_check, models, strip, train_lib
 from tfrobustprune.guards import TerminateOnNonFinite
 from tfrobustprune.model_io import (
     ModelFileError,
@@ -88,6 +88,28 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path):
     assert actual["cost"]["achieved_ratio"] == expected["cost"]["achieved_ratio"]
     assert actual["widths"] == expected["widths"]
     assert actual["history"]["val_loss"][-1] == pytest.approx(expected["history"]["val_loss"][-1], abs=1e-5)
+
+    # Its checkpoint stays: resuming it under another config is refused before any work, naming the field.
+    changed = _train_command(resumed) + ["--config.train.gate_learning_rate=0.5"]
+    result = subprocess.run(changed, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "train.gate_learning_rate: 0.05 -> 0.5" in result.stderr and "Traceback" not in result.stderr
+    assert json.loads((resumed / "report.json").read_text()) == actual
+
+
+def test_resumed_config_check(tmp_path):
+    config = quickstart.get_config()
+    train_lib.check_resumed_config(config, str(tmp_path))  # nothing checkpointed: recorded
+    write_json_atomic(tmp_path / "backup" / "training_metadata.json", {"epoch": 1})
+    other = quickstart.get_config()
+    other.data.path, other.train.verbose = "/elsewhere", 0  # where the data is and how much to print may change
+    train_lib.check_resumed_config(other, str(tmp_path))
+    other.train.target_ratio, other.attack.name = 0.2, "n_fgsm"
+    with pytest.raises(config_check.ConfigError, match=r"attack.name: 'fgsm_rs' -> 'n_fgsm'; train.target_ratio"):
+        train_lib.check_resumed_config(other, str(tmp_path))
+    os.remove(tmp_path / "backup" / "training_metadata.json")  # no checkpoint: the new config is recorded
+    train_lib.check_resumed_config(other, str(tmp_path))
+    assert json.loads((tmp_path / "config.json").read_text())["train"]["target_ratio"] == 0.2
 
 
 def test_nan_loss_stops_on_the_last_good_weights(sample):

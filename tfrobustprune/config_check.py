@@ -6,7 +6,37 @@ from tfrobustprune.robust_model import HW_LOSSES
 
 # How `train.weight_decay` is applied: added to the gradients (torch.optim.SGD) or by Keras' SGD beside the update.
 WEIGHT_DECAY_MODES = ("coupled", "decoupled")
-DEFAULT_WEIGHT_DECAY_MODE = "decoupled"  # configs written before the option existed
+
+# Fields added after the first configs were written, and what a config without one means: the behaviour before the
+# field existed. The trainer reads them through `optional`; `train_lib.config_changes` compares with them.
+OPTIONAL_FIELDS = {
+    "deterministic": False,
+    "init_model": "",
+    "model.width": 16,
+    "train.weight_decay_mode": "decoupled",
+    "train.cost_sensitivity": 1.0,
+    "train.importance_pressure": 0.0,
+    "train.center_task_gradient": False,
+    "train.target_glide_epochs": 0,
+    "guard.max_relative_drop": 0.5,
+    "guard.fallback_steps": 0,
+    "export.tflite": False,
+}
+
+
+def optional(config, field):
+    """The value of an optional config field, or the value its absence means.
+
+    Args:
+        config: A training `ConfigDict` (or nested dict).
+        field: Str, a key of `OPTIONAL_FIELDS`, e.g. `"train.cost_sensitivity"`.
+
+    Returns:
+        The config's value, or `OPTIONAL_FIELDS[field]` when the config (written before the field existed) lacks it.
+    """
+    section, _, key = field.rpartition(".")
+    node = _get(config, section) if section else config
+    return node.get(key, OPTIONAL_FIELDS[field])
 
 
 def weight_decay_mode(config):
@@ -16,9 +46,9 @@ def weight_decay_mode(config):
         config: A training `ConfigDict` (or dict) with a `train` section.
 
     Returns:
-        Str, `config.train.weight_decay_mode`, or `DEFAULT_WEIGHT_DECAY_MODE` for configs that predate it.
+        Str, `config.train.weight_decay_mode`, or `"decoupled"` for configs that predate it.
     """
-    return config.train.get("weight_decay_mode", DEFAULT_WEIGHT_DECAY_MODE)
+    return optional(config, "train.weight_decay_mode")
 
 
 class ConfigError(ValueError):
@@ -46,10 +76,9 @@ def _number(config, path):
     return value
 
 
-def _optional_number(config, path, default):
-    """`_number` for a field older configs may lack (they get `default`)."""
-    section, _, key = path.rpartition(".")
-    value = _get(config, section).get(key, default)
+def _optional_number(config, path):
+    """`_number` for a field older configs may lack (`OPTIONAL_FIELDS`)."""
+    value = optional(config, path)
     _require(isinstance(value, int | float) and not isinstance(value, bool), path, "a number", value)
     return value
 
@@ -65,7 +94,7 @@ def validate(config):
     """
     model_name = _get(config, "model_name")
     _require(model_name in models.MODELS, "model_name", f"one of {sorted(models.MODELS)}", model_name)
-    init_model = config.get("init_model") or ""
+    init_model = optional(config, "init_model") or ""
     _require(
         isinstance(init_model, str) and (not init_model or init_model.endswith(".keras")),
         "init_model",
@@ -121,15 +150,15 @@ def validate(config):
     _require(
         decay_mode in WEIGHT_DECAY_MODES, "train.weight_decay_mode", f"one of {list(WEIGHT_DECAY_MODES)}", decay_mode
     )
-    sensitivity = _optional_number(config, "train.cost_sensitivity", 1.0)
+    sensitivity = _optional_number(config, "train.cost_sensitivity")
     _require(0.0 <= sensitivity <= 1.0, "train.cost_sensitivity", "a number in [0, 1]", sensitivity)
-    importance = _optional_number(config, "train.importance_pressure", 0.0)
+    importance = _optional_number(config, "train.importance_pressure")
     _require(importance >= 0.0, "train.importance_pressure", "a number >= 0", importance)
-    center = config.train.get("center_task_gradient", False)
+    center = optional(config, "train.center_task_gradient")
     _require(isinstance(center, bool), "train.center_task_gradient", "a bool", center)
     gate_lr = _number(config, "train.gate_learning_rate")
     _require(gate_lr > 0.0, "train.gate_learning_rate", "a number > 0", gate_lr)
-    glide = config.train.get("target_glide_epochs", 0)
+    glide = optional(config, "train.target_glide_epochs")
     _require(isinstance(glide, int) and glide >= 0, "train.target_glide_epochs", "an integer >= 0", glide)
     for key in ("lambda_warmup_epochs", "lambda_ramp_epochs", "lr_warmup_epochs"):
         value = _get(config, f"train.{key}")
@@ -146,7 +175,7 @@ def validate(config):
     _require(isinstance(min_channels, int) and min_channels >= 1, "gates.min_channels", "an integer >= 1", min_channels)
     min_fraction = _number(config, "gates.min_fraction")
     _require(0.0 <= min_fraction < 1.0, "gates.min_fraction", "a fraction in [0, 1)", min_fraction)
-    width = _get(config, "model").get("width", 16)
+    width = optional(config, "model.width")
     _require(
         min_channels <= width, "gates.min_channels", f"at most the narrowest layer ({width} channels)", min_channels
     )
@@ -155,14 +184,14 @@ def validate(config):
     _require(isinstance(probe, int) and probe >= 0, "guard.probe_size", "an integer >= 0 (0: no guard)", probe)
     drop = _number(config, "guard.max_drop")
     _require(0.0 < drop <= 1.0, "guard.max_drop", "a fraction in (0, 1]", drop)
-    relative = config.guard.get("max_relative_drop", 0.5)
+    relative = optional(config, "guard.max_relative_drop")
     _require(
         isinstance(relative, float | int) and 0.0 < relative <= 1.0,
         "guard.max_relative_drop",
         "a fraction in (0, 1]",
         relative,
     )
-    fallback = config.guard.get("fallback_steps", 0)
+    fallback = optional(config, "guard.fallback_steps")
     _require(isinstance(fallback, int) and fallback >= 0, "guard.fallback_steps", "an integer >= 0", fallback)
     eval_steps = _get(config, "eval.pgd_steps")
     _require(isinstance(eval_steps, int) and eval_steps >= 1, "eval.pgd_steps", "an integer >= 1", eval_steps)

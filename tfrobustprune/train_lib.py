@@ -46,7 +46,7 @@ def base_model(config, num_classes):
         ModelFileError: for a missing or unreadable `init_model`.
         ConfigError: when `init_model` does not output `num_classes` logits.
     """
-    path = config.get("init_model") or ""
+    path = config_check.optional(config, "init_model") or ""
     if not path:
         return models.get_model(config.model_name, num_classes=num_classes, **config.model)
     model = model_io.load_keras_model(path)
@@ -83,9 +83,9 @@ def build_model(config, num_classes, steps_per_epoch):
         target_ratio=train.target_ratio,
         gate_learning_rate=train.gate_learning_rate,
         hw_loss=train.hw_loss,
-        cost_sensitivity=train.get("cost_sensitivity", 1.0),
-        importance_pressure=train.get("importance_pressure", 0.0),
-        center_task_gradient=train.get("center_task_gradient", False),
+        cost_sensitivity=config_check.optional(config, "train.cost_sensitivity"),
+        importance_pressure=config_check.optional(config, "train.importance_pressure"),
+        center_task_gradient=config_check.optional(config, "train.center_task_gradient"),
         weight_decay=train.weight_decay if coupled_decay else 0.0,
         seed=config.seed,
         name=f"robust_{network.name}",
@@ -161,12 +161,12 @@ def make_callbacks(config, workdir, split, epoch_variable):
             warmup_epochs=train.lambda_warmup_epochs,
             ramp_epochs=train.lambda_ramp_epochs,
             freeze_epoch=train.freeze_epoch,
-            target_glide_epochs=train.get("target_glide_epochs", 0),
+            target_glide_epochs=config_check.optional(config, "train.target_glide_epochs"),
             probe_data=probe,
             probe_steps=config.guard.probe_steps,
             max_drop=config.guard.max_drop,
-            max_relative_drop=config.guard.get("max_relative_drop", 0.5),
-            fallback_steps=config.guard.get("fallback_steps", 0),
+            max_relative_drop=config_check.optional(config, "guard.max_relative_drop"),
+            fallback_steps=config_check.optional(config, "guard.fallback_steps"),
             state_dir=os.path.join(workdir, "backup"),
         ),
         nan_guard,
@@ -200,6 +200,73 @@ def evaluate(model, x, y, epsilon, pgd_step, pgd_steps, batch_size=256):
     }
 
 
+CONFIG_FILE = "config.json"
+# Fields a resumed run may change: they say how to reach the data or how much to print, not what is trained.
+RESUME_FREE_FIELDS = ("data.path", "train.verbose")
+
+
+def _flat(tree, prefix=""):
+    """`{"a": {"b": 1}}` -> `{"a.b": 1}`."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_changes(recorded, current):
+    """The fields in which two configs (as dicts) differ, outside `RESUME_FREE_FIELDS`.
+
+    A field in `config_check.OPTIONAL_FIELDS` that one side lacks counts as the value its absence means.
+
+    Args:
+        recorded: Dict, e.g. a report's or `config.json`'s `config`.
+        current: Dict, e.g. `config.to_dict()` of the run about to start.
+
+    Returns:
+        Sorted list of `"field: recorded -> current"` strings; empty when the runs are the same experiment.
+    """
+    # A field missing from either side (a config written before the field existed) means its old behaviour.
+    recorded = {**config_check.OPTIONAL_FIELDS, **_flat(recorded)}
+    current = {**config_check.OPTIONAL_FIELDS, **_flat(current)}
+    return [
+        f"{k}: {recorded.get(k)!r} -> {current.get(k)!r}"
+        for k in sorted(set(recorded) | set(current))
+        if k not in RESUME_FREE_FIELDS and recorded.get(k) != current.get(k)
+    ]
+
+
+def check_resumed_config(config, workdir):
+    """Records the config of a run in `workdir/config.json`; refuses to resume a checkpoint made with another.
+
+    A run resumes from `workdir/backup`. Resuming it under a changed config (another target, attack, schedule,
+    or a config file whose defaults changed since) would mix two experiments in one report, so any field
+    outside `RESUME_FREE_FIELDS` must match the recorded one. Without a checkpoint the config is (re)recorded.
+
+    Args:
+        config: The `ml_collections.ConfigDict` of this run.
+        workdir: The run's directory.
+
+    Raises:
+        ConfigError: naming each differing field with its recorded and its current value.
+    """
+    path = os.path.join(workdir, CONFIG_FILE)
+    current = json.loads(json.dumps(config.to_dict()))  # the JSON form: tuples become lists, as recorded
+    checkpointed = os.path.exists(os.path.join(workdir, "backup", "training_metadata.json"))
+    if checkpointed and os.path.exists(path):
+        with open(path) as f:
+            changes = config_changes(json.load(f), current)
+        if changes:
+            raise config_check.ConfigError(
+                f"--workdir={workdir} holds a checkpoint trained with another config ({'; '.join(changes)}). "
+                "Pass the recorded config to resume it, or another --workdir to start a new run."
+            )
+    # A checkpoint from before config.json existed is adopted with the current config.
+    model_io.write_json_atomic(path, current, indent=2)
+
+
 def run(config, workdir):
     """Trains, strips, evaluates and writes the gated and stripped models and `report.json`.
 
@@ -212,13 +279,15 @@ def run(config, workdir):
         The report dict (also written to `workdir/report.json`).
 
     Raises:
-        ConfigError: for an invalid config, before any work.
+        ConfigError: for an invalid config, or one that differs from the config of the checkpoint in `workdir`
+            (`check_resumed_config`), before any work.
         DataError: for missing or malformed data.
     """
     config_check.validate(config)
     os.makedirs(workdir, exist_ok=True)
+    check_resumed_config(config, workdir)
     keras.utils.set_random_seed(config.seed)
-    if config.get("deterministic", False):
+    if config_check.optional(config, "deterministic"):
         # Same seed, same machine -> same figures, also across a resume (slower on some ops).
         tf.config.experimental.enable_op_determinism()
     started = time.time()
@@ -311,7 +380,7 @@ def run(config, workdir):
         },
         "history": {k: [float(v) for v in vals] for k, vals in history.history.items() if "/" not in k},
     }
-    if config.export.get("tflite", False):
+    if config_check.optional(config, "export.tflite"):
         from tflite_export import export_and_verify  # optional stage; keeps the trainer import light
 
         report["tflite"] = export_and_verify(

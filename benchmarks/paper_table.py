@@ -64,7 +64,9 @@ _ATTACK = flags.DEFINE_enum(
     "attack", "n_fgsm", ["n_fgsm", "fgsm_rs", "pgd2"], "Training attack of every row (pgd2: PGD-2, step eps/2)."
 )
 _OURS_ARGS = flags.DEFINE_list(
-    "ours_args", [], "Extra config args of the ours_* rows, e.g. sensitivity=0.0,gate_start=10 (none: the defaults)."
+    "ours_args",
+    [],
+    "Extra config args of the ours_* rows, e.g. gate_start=0,sensitivity=1,importance=0,center=0 (the earlier gate method; none: the config defaults).",
 )
 _FINETUNE_LR = flags.DEFINE_float("finetune_lr", 0.05, "Peak learning rate of the peers' fine-tuning.")
 _ROWS = flags.DEFINE_list("rows", None, "Rows to run (default: the seven of ROWS; DIAGNOSTIC_ROWS only by name).")

@@ -217,13 +217,13 @@ flags.FLAGS([sys.argv[0], f"--workdir={sys.argv[2]}", "--data_dir=unused"])
 arg = "cost=params,target=0.584,epochs=30,attack=n_fgsm"
 row_dir = os.path.join(sys.argv[2], "ours_0.16M")
 config = paper_table.resolved_config(arg)
-del config["train"]["importance_pressure"]  # a report written before the field existed: its absence means 0.0
+del config["train"]["weight_decay_mode"]  # a report written before the field existed: absent means "decoupled"
 config["train"]["verbose"] = 1  # how much the run printed does not matter
 os.makedirs(row_dir)
 with open(os.path.join(row_dir, "report.json"), "w") as f:
     json.dump({"config": config, "marker": 7}, f)
 reused = paper_table.train(row_dir, arg)["marker"]
-config["train"]["cost_sensitivity"] = 0.0  # the config file's default changed after this run
+config["train"]["cost_sensitivity"] = 0.25  # the config file's default changed after this run
 with open(os.path.join(row_dir, "report.json"), "w") as f:
     json.dump({"config": config}, f)
 try:
@@ -238,4 +238,4 @@ print(json.dumps({"reused": reused, "refused": refused}))
 def test_a_cached_trainer_row_is_reused_only_under_the_config_it_was_trained_with(tmp_path):
     out = _run_table_script(tmp_path, _CACHED_REPORT_SCRIPT)
     assert out["reused"] == 7  # same config (absent optional field, other verbosity): no training started
-    assert "train.cost_sensitivity: 0.0 -> 1.0" in out["refused"] and "pass another --workdir" in out["refused"]
+    assert "train.cost_sensitivity: 0.25 -> 0.0" in out["refused"] and "pass another --workdir" in out["refused"]

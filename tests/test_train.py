@@ -151,9 +151,9 @@ def test_init_model_errors_name_the_field(tmp_path):
 
 
 def test_cost_sensitivity_reaches_the_model_and_is_checked():
-    model = train_lib.build_model(_resnet20_tiny_config("sensitivity=0.0"), 10, steps_per_epoch=4)
-    assert model.cost_sensitivity == 0.0
-    assert train_lib.build_model(_resnet20_tiny_config(""), 10, steps_per_epoch=4).cost_sensitivity == 1.0
+    model = train_lib.build_model(_resnet20_tiny_config("sensitivity=1.0"), 10, steps_per_epoch=4)
+    assert model.cost_sensitivity == 1.0
+    assert train_lib.build_model(_resnet20_tiny_config(""), 10, steps_per_epoch=4).cost_sensitivity == 0.0
     with pytest.raises(
         ConfigError, match=r"config.train.cost_sensitivity: expected a number in \[0, 1\]. Received: 2.0"
     ):
@@ -161,10 +161,14 @@ def test_cost_sensitivity_reaches_the_model_and_is_checked():
 
 
 def test_importance_and_center_reach_the_model_and_are_checked():
-    model = train_lib.build_model(_resnet20_tiny_config("importance=1.0,center=1"), 10, steps_per_epoch=4)
-    assert (model.importance_pressure, model.center_task_gradient) == (1.0, True)
+    model = train_lib.build_model(_resnet20_tiny_config("importance=0.5,center=0"), 10, steps_per_epoch=4)
+    assert (model.importance_pressure, model.center_task_gradient) == (0.5, False)
     default = train_lib.build_model(_resnet20_tiny_config(""), 10, steps_per_epoch=4)
-    assert (default.importance_pressure, default.center_task_gradient) == (0.0, False)
+    assert (default.importance_pressure, default.center_task_gradient) == (1.0, True)
+    dense = train_lib.build_model(_resnet20_tiny_config("dense"), 10, steps_per_epoch=4)  # no gate moves
+    assert (dense.cost_sensitivity, dense.importance_pressure, dense.center_task_gradient) == (1.0, 0.0, False)
+    with pytest.raises(ValueError, match=r"\['center', 'importance'\] set the gates' method; 'dense' moves no gate"):
+        _resnet20_tiny_config("dense,importance=0.5,center=0")
     with pytest.raises(ConfigError, match=r"config.train.importance_pressure: expected a number >= 0. Received: -1.0"):
         train_lib.run(_resnet20_tiny_config("importance=-1.0"), "/nonexistent/never/created")
     config = _resnet20_tiny_config("")
@@ -176,10 +180,13 @@ def test_importance_and_center_reach_the_model_and_are_checked():
 def test_gate_start_delays_the_pruning_schedule():
     from configs import resnet20_cifar10
 
-    default = resnet20_cifar10.get_config("epochs=30").train
-    assert (default.lambda_warmup_epochs, default.target_glide_epochs, default.freeze_epoch) == (1, 12, 18)
-    late = resnet20_cifar10.get_config("epochs=30,gate_start=10").train
-    assert (late.lambda_warmup_epochs, late.target_glide_epochs, late.freeze_epoch) == (10, 8, 22)
+    default = resnet20_cifar10.get_config("epochs=30").train  # a third of the epochs dense
+    assert (default.lambda_warmup_epochs, default.target_glide_epochs, default.freeze_epoch) == (10, 8, 22)
+    early = resnet20_cifar10.get_config("epochs=30,gate_start=0").train  # one warm-up epoch
+    assert (early.lambda_warmup_epochs, early.target_glide_epochs, early.freeze_epoch) == (1, 12, 18)
+    short = resnet20_cifar10.get_config("epochs=4").train
+    assert (short.lambda_warmup_epochs, short.freeze_epoch) == (1, 2)
+    assert resnet20_cifar10.get_config("quick").train.freeze_epoch == 1
     with pytest.raises(ValueError, match=r"gate_start.*Received: gate_start=30"):
         resnet20_cifar10.get_config("epochs=30,gate_start=30")
 

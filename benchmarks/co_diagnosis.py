@@ -179,6 +179,10 @@ def main(argv):
 
     config = _CONFIG.value
     config_check.validate(config)
+    recorded, name = train_lib.recorded_config(_WORKDIR.value)
+    changes = train_lib.config_changes(recorded, config) if recorded is not None else []
+    if changes:  # e.g. a config file whose defaults changed since the run; the attack fields matter most here
+        logging.warning("--config differs from the run's (%s): %s", name, "; ".join(changes))
     split = train_lib.load_data(config)
     model = train_lib.build_model(config, split.num_classes, max(1, len(split.x_train) // config.train.batch_size))
     load_checkpoint(model, checkpoint)

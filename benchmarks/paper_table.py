@@ -37,9 +37,11 @@ all validation images, PGD-50 with 10 restarts and APGD-CE on the first
 accuracy and LiteRT latency (one thread, median). Everything is resumable:
 trainer rows resume from their workdir, finished steps are cached as JSON in
 `--workdir/<row>/`, and `--out` is rewritten after every row. A cached row is
-keyed by its config argument string (`settings.json`), not by the resolved
-config: after changing a default in configs/resnet20_cifar10.py, use a new
-`--workdir`, or the old runs are reused. Final models
+keyed by its config argument string (`settings.json`); a finished trainer row
+is reused only while configs/resnet20_cifar10.py still resolves that string to
+the config in its report (else the row stops with the differing fields named:
+pass a new `--workdir`). Cached measurements and L1 pruning steps are not
+re-checked. Final models
 (plain Keras layers) are copied to `--models_dir`.
 """
 
@@ -66,7 +68,8 @@ _ATTACK = flags.DEFINE_enum(
 _OURS_ARGS = flags.DEFINE_list(
     "ours_args",
     [],
-    "Extra config args of the ours_* rows, e.g. gate_start=0,sensitivity=1,importance=0,center=0 (the earlier gate method; none: the config defaults).",
+    "Extra config args of the ours_* rows, e.g. gate_start=0,sensitivity=1.0,importance=0.0,center=0 "
+    "(the earlier gate method; none: the config defaults).",
 )
 _FINETUNE_LR = flags.DEFINE_float("finetune_lr", 0.05, "Peak learning rate of the peers' fine-tuning.")
 _ROWS = flags.DEFINE_list("rows", None, "Rows to run (default: the seven of ROWS; DIAGNOSTIC_ROWS only by name).")

@@ -2,6 +2,8 @@
 
 import ml_collections
 
+_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
+
 
 def parse_arg(arg, **defaults):
     """Parses a config argument string such as `"quick"` or `"target=0.3,cost=params"`.
@@ -32,7 +34,9 @@ def parse_arg(arg, **defaults):
                 raise ValueError(f"Config arg {key!r} needs a value ({key}=...). Received: arg={arg!r}")
             parsed[key] = True
         elif isinstance(default, bool):
-            parsed[key] = value.lower() in ("1", "true", "yes")
+            if value.lower() not in _TRUE + _FALSE:
+                raise ValueError(f"Config arg {key!r} must be one of {list(_TRUE + _FALSE)}. Received: {key}={value!r}")
+            parsed[key] = value.lower() in _TRUE
         else:
             try:
                 parsed[key] = type(default)(value)

@@ -46,11 +46,16 @@ import re
 import ml_collections
 
 from configs import common
-from tfrobustprune import attacks
+from tfrobustprune import attacks, config_check
 
-# The gates' method (RobustPruneModel options); a `dense` run moves no gate and records the library's defaults.
+# The gates' method (RobustPruneModel options); a `dense` run moves no gate and records DENSE_GATE_METHOD.
 GATE_METHOD = dict(sensitivity=0.0, importance=1.0, center=True)
-DENSE_GATE_METHOD = dict(sensitivity=1.0, importance=0.0, center=False)
+# The library's defaults, which is also what a config written before these fields means: old dense runs stay reusable.
+DENSE_GATE_METHOD = dict(
+    sensitivity=config_check.OPTIONAL_FIELDS["train.cost_sensitivity"],
+    importance=config_check.OPTIONAL_FIELDS["train.importance_pressure"],
+    center=config_check.OPTIONAL_FIELDS["train.center_task_gradient"],
+)
 
 
 def get_config(arg=None):

@@ -97,19 +97,46 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path):
     assert json.loads((resumed / "report.json").read_text()) == actual
 
 
-def test_resumed_config_check(tmp_path):
+def test_resumed_config_check(tmp_path, caplog):
+    workdir = str(tmp_path)
     config = quickstart.get_config()
-    train_lib.check_resumed_config(config, str(tmp_path))  # nothing checkpointed: recorded
+    config.train.target_ratio = 0.3
+    train_lib.check_resumed_config(config, workdir)  # nothing checkpointed: nothing to compare
     write_json_atomic(tmp_path / "backup" / "training_metadata.json", {"epoch": 1})
+    train_lib.check_resumed_config(config, workdir)  # a checkpoint from before config.json: accepted, with a warning
+    assert "no recorded config" in caplog.text
+    write_json_atomic(tmp_path / "report.json", {"config": quickstart.get_config().to_dict()})
+    with pytest.raises(config_check.ConfigError, match=r"recorded in report.json.*Received: train.target_ratio"):
+        train_lib.check_resumed_config(config, workdir)  # the config of a finished old run is its report's
+    train_lib.record_config(config, workdir)
+    assert json.loads((tmp_path / "config.json").read_text())["train"]["target_ratio"] == 0.3
+    train_lib.check_resumed_config(config, workdir)  # config.json comes before report.json
+
     other = quickstart.get_config()
+    other.train.target_ratio = 0.3
     other.data.path, other.train.verbose = "/elsewhere", 0  # where the data is and how much to print may change
-    train_lib.check_resumed_config(other, str(tmp_path))
+    other.eval.pgd_steps, other.export.tflite = 3, True  # so may what is measured and exported afterwards
+    train_lib.check_resumed_config(other, workdir)
     other.train.target_ratio, other.attack.name = 0.2, "n_fgsm"
-    with pytest.raises(config_check.ConfigError, match=r"attack.name: 'fgsm_rs' -> 'n_fgsm'; train.target_ratio"):
-        train_lib.check_resumed_config(other, str(tmp_path))
-    os.remove(tmp_path / "backup" / "training_metadata.json")  # no checkpoint: the new config is recorded
-    train_lib.check_resumed_config(other, str(tmp_path))
-    assert json.loads((tmp_path / "config.json").read_text())["train"]["target_ratio"] == 0.2
+    with pytest.raises(config_check.ConfigError, match=r"Received: attack.name: 'fgsm_rs' -> 'n_fgsm'; train.target"):
+        train_lib.check_resumed_config(other, workdir)
+
+
+def test_config_changes_compares_json_forms_and_fills_absent_optional_fields():
+    config = quickstart.get_config()
+    assert train_lib.config_changes(config, config.to_dict()) == []  # a ConfigDict and its dict are the same
+    with_tuple = config.to_dict()
+    with_tuple["data"]["path"] = ("a", "b")
+    assert (
+        train_lib.config_changes(with_tuple, {**with_tuple, "data": {**with_tuple["data"], "path": ["a", "b"]}}) == []
+    )
+    older = config.to_dict()
+    assert "cost_sensitivity" not in older["train"]  # as in a config written before the field: absent means 1.0
+    assert train_lib.config_changes(older, config) == []
+    config.train.cost_sensitivity = 0.0
+    assert train_lib.config_changes(older, config) == ["train.cost_sensitivity: 1.0 -> 0.0"]
+    config.init_model = None
+    assert train_lib.config_changes(older, config) == ["train.cost_sensitivity: 1.0 -> 0.0"]  # None means ""
 
 
 def test_nan_loss_stops_on_the_last_good_weights(sample):

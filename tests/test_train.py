@@ -184,9 +184,8 @@ def test_gate_start_delays_the_pruning_schedule():
     assert (default.lambda_warmup_epochs, default.target_glide_epochs, default.freeze_epoch) == (10, 8, 22)
     early = resnet20_cifar10.get_config("epochs=30,gate_start=0").train  # one warm-up epoch
     assert (early.lambda_warmup_epochs, early.target_glide_epochs, early.freeze_epoch) == (1, 12, 18)
-    short = resnet20_cifar10.get_config("epochs=4").train
-    assert (short.lambda_warmup_epochs, short.freeze_epoch) == (1, 2)
-    assert resnet20_cifar10.get_config("quick").train.freeze_epoch == 1
+    short = resnet20_cifar10.get_config("epochs=6").train  # 2 dense epochs, the gates' schedule over 4
+    assert (short.lambda_warmup_epochs, short.target_glide_epochs, short.freeze_epoch) == (2, 1, 4)
     with pytest.raises(ValueError, match=r"gate_start.*Received: gate_start=30"):
         resnet20_cifar10.get_config("epochs=30,gate_start=30")
 

@@ -34,6 +34,8 @@ def optional(config, field):
     Returns:
         The config's value, or `OPTIONAL_FIELDS[field]` when the config (written before the field existed) lacks it.
     """
+    if field not in OPTIONAL_FIELDS:
+        raise KeyError(f"field: expected one of {sorted(OPTIONAL_FIELDS)}. Received: {field!r}")
     section, _, key = field.rpartition(".")
     node = _get(config, section) if section else config
     return node.get(key, OPTIONAL_FIELDS[field])

@@ -17,6 +17,10 @@ from tfrobustprune.robust_model import RobustPruneModel
 from tfrobustprune.strip import strip
 
 GATED_FILE, STRIPPED_FILE, REPORT_FILE = "gated.keras", "stripped.keras", "report.json"
+CONFIG_FILE = "config.json"  # the config of the run whose checkpoint is in `workdir/backup`
+# Fields a resumed run may change: where the data is, how much to print, what to evaluate and export after training.
+RESUME_FREE_FIELDS = ("data.path", "train.verbose")
+RESUME_FREE_PREFIXES = ("eval.", "export.")
 
 
 class TrainingError(RuntimeError):
@@ -200,11 +204,6 @@ def evaluate(model, x, y, epsilon, pgd_step, pgd_steps, batch_size=256):
     }
 
 
-CONFIG_FILE = "config.json"
-# Fields a resumed run may change: they say how to reach the data or how much to print, not what is trained.
-RESUME_FREE_FIELDS = ("data.path", "train.verbose")
-
-
 def _flat(tree, prefix=""):
     """`{"a": {"b": 1}}` -> `{"a.b": 1}`."""
     flat = {}
@@ -216,34 +215,63 @@ def _flat(tree, prefix=""):
     return flat
 
 
-def config_changes(recorded, current):
-    """The fields in which two configs (as dicts) differ, outside `RESUME_FREE_FIELDS`.
+def _json_form(config):
+    """A config (`ConfigDict` or dict) as it reads back from JSON: tuples become lists."""
+    return json.loads(json.dumps(config.to_dict() if hasattr(config, "to_dict") else config))
 
-    A field in `config_check.OPTIONAL_FIELDS` that one side lacks counts as the value its absence means.
+
+def _resume_free(field):
+    return field in RESUME_FREE_FIELDS or field.startswith(RESUME_FREE_PREFIXES)
+
+
+def config_changes(recorded, current):
+    """The fields in which two configs differ, outside those a resumed run may change.
+
+    A field in `config_check.OPTIONAL_FIELDS` that one side lacks counts as the value its absence means; `None`
+    and `""` mean the same for `init_model`. Fields in `RESUME_FREE_FIELDS` or under `RESUME_FREE_PREFIXES` (where
+    the data is, how much to print, what to evaluate and export afterwards) are not compared.
 
     Args:
-        recorded: Dict, e.g. a report's or `config.json`'s `config`.
-        current: Dict, e.g. `config.to_dict()` of the run about to start.
+        recorded: `ConfigDict` or dict, e.g. a report's or `config.json`'s `config`.
+        current: `ConfigDict` or dict, e.g. the config of the run about to start.
 
     Returns:
         Sorted list of `"field: recorded -> current"` strings; empty when the runs are the same experiment.
     """
-    # A field missing from either side (a config written before the field existed) means its old behaviour.
-    recorded = {**config_check.OPTIONAL_FIELDS, **_flat(recorded)}
-    current = {**config_check.OPTIONAL_FIELDS, **_flat(current)}
+    recorded = {**config_check.OPTIONAL_FIELDS, **_flat(_json_form(recorded))}
+    current = {**config_check.OPTIONAL_FIELDS, **_flat(_json_form(current))}
+    for flat in (recorded, current):
+        flat["init_model"] = flat["init_model"] or ""
     return [
         f"{k}: {recorded.get(k)!r} -> {current.get(k)!r}"
         for k in sorted(set(recorded) | set(current))
-        if k not in RESUME_FREE_FIELDS and recorded.get(k) != current.get(k)
+        if not _resume_free(k) and recorded.get(k) != current.get(k)
     ]
 
 
-def check_resumed_config(config, workdir):
-    """Records the config of a run in `workdir/config.json`; refuses to resume a checkpoint made with another.
+def recorded_config(workdir):
+    """The config a run in `workdir` trained with: `config.json` (`record_config`), else `report.json`'s.
 
-    A run resumes from `workdir/backup`. Resuming it under a changed config (another target, attack, schedule,
-    or a config file whose defaults changed since) would mix two experiments in one report, so any field
-    outside `RESUME_FREE_FIELDS` must match the recorded one. Without a checkpoint the config is (re)recorded.
+    Returns:
+        `(config dict, file name)`, or `(None, None)` for a workdir with neither (runs from before `config.json`
+        that never finished).
+    """
+    for name in (CONFIG_FILE, REPORT_FILE):
+        path = os.path.join(workdir, name)
+        if os.path.exists(path):
+            with open(path) as f:
+                recorded = json.load(f)
+            return (recorded["config"] if name == REPORT_FILE else recorded), name
+    return None, None
+
+
+def check_resumed_config(config, workdir):
+    """Refuses to resume a checkpoint in `workdir` that was trained with another config.
+
+    A run resumes from `workdir/backup` (kept after the run ends). Resuming it under a changed config (another
+    target, attack, schedule, or a config file whose defaults changed since) would mix two experiments in one
+    report. The checkpoint's config is `recorded_config(workdir)`; a checkpoint without one is accepted with a
+    warning.
 
     Args:
         config: The `ml_collections.ConfigDict` of this run.
@@ -252,19 +280,23 @@ def check_resumed_config(config, workdir):
     Raises:
         ConfigError: naming each differing field with its recorded and its current value.
     """
-    path = os.path.join(workdir, CONFIG_FILE)
-    current = json.loads(json.dumps(config.to_dict()))  # the JSON form: tuples become lists, as recorded
-    checkpointed = os.path.exists(os.path.join(workdir, "backup", "training_metadata.json"))
-    if checkpointed and os.path.exists(path):
-        with open(path) as f:
-            changes = config_changes(json.load(f), current)
-        if changes:
-            raise config_check.ConfigError(
-                f"--workdir={workdir} holds a checkpoint trained with another config ({'; '.join(changes)}). "
-                "Pass the recorded config to resume it, or another --workdir to start a new run."
-            )
-    # A checkpoint from before config.json existed is adopted with the current config.
-    model_io.write_json_atomic(path, current, indent=2)
+    if not os.path.exists(os.path.join(workdir, "backup", "training_metadata.json")):
+        return
+    recorded, name = recorded_config(workdir)
+    if recorded is None:
+        logging.warning("%s holds a checkpoint with no recorded config; resuming it under this one.", workdir)
+        return
+    changes = config_changes(recorded, config)
+    if changes:
+        raise config_check.ConfigError(
+            f"--workdir={workdir} holds a checkpoint trained with another config (recorded in {name}); pass the "
+            f"recorded config to resume it, or another --workdir to start a new run. Received: {'; '.join(changes)}"
+        )
+
+
+def record_config(config, workdir):
+    """Writes the config of the run about to train to `workdir/config.json` (`check_resumed_config` reads it)."""
+    model_io.write_json_atomic(os.path.join(workdir, CONFIG_FILE), _json_form(config), indent=2)
 
 
 def run(config, workdir):
@@ -303,6 +335,7 @@ def run(config, workdir):
     )
     val_ds = data.eval_dataset(split.x_val, split.y_val, 256)
     callbacks = make_callbacks(config, workdir, split, epoch_variable)
+    record_config(config, workdir)  # only now: a start that fails on its data or its target records nothing
     guard, nan_guard, clock = callbacks[1], callbacks[2], callbacks[3]
     history = model.fit(
         train_ds, validation_data=val_ds, epochs=train.epochs, callbacks=callbacks, verbose=train.verbose

@@ -131,10 +131,11 @@ def resolved_config(config_arg):
     if REPO not in sys.path:
         sys.path.insert(0, REPO)
     from configs import resnet20_cifar10
+    from tfrobustprune import train_lib
 
     config = resnet20_cifar10.get_config(config_arg)
     config.data.path = os.path.abspath(_DATA_DIR.value)
-    return json.loads(json.dumps(config.to_dict()))
+    return train_lib.json_form(config)
 
 
 def train(row_dir, config_arg):

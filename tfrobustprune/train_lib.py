@@ -215,7 +215,7 @@ def _flat(tree, prefix=""):
     return flat
 
 
-def _json_form(config):
+def json_form(config):
     """A config (`ConfigDict` or dict) as it reads back from JSON: tuples become lists."""
     return json.loads(json.dumps(config.to_dict() if hasattr(config, "to_dict") else config))
 
@@ -238,8 +238,8 @@ def config_changes(recorded, current):
     Returns:
         Sorted list of `"field: recorded -> current"` strings; empty when the runs are the same experiment.
     """
-    recorded = {**config_check.OPTIONAL_FIELDS, **_flat(_json_form(recorded))}
-    current = {**config_check.OPTIONAL_FIELDS, **_flat(_json_form(current))}
+    recorded = {**config_check.OPTIONAL_FIELDS, **_flat(json_form(recorded))}
+    current = {**config_check.OPTIONAL_FIELDS, **_flat(json_form(current))}
     for flat in (recorded, current):
         flat["init_model"] = flat["init_model"] or ""
     return [
@@ -296,7 +296,7 @@ def check_resumed_config(config, workdir):
 
 def record_config(config, workdir):
     """Writes the config of the run about to train to `workdir/config.json` (`check_resumed_config` reads it)."""
-    model_io.write_json_atomic(os.path.join(workdir, CONFIG_FILE), _json_form(config), indent=2)
+    model_io.write_json_atomic(os.path.join(workdir, CONFIG_FILE), json_form(config), indent=2)
 
 
 def run(config, workdir):

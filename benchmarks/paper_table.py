@@ -31,6 +31,10 @@ Diagnostic rows, only when `--rows` names them:
   judges our channel allocation apart from our training; against `ours_*`,
   our training apart from the allocation.
 
+`--decay=coupled` trains every row (dense, ours, both peers' fine-tuning) with
+coupled L2 weight decay (config arg `decay=coupled`) instead of Keras'
+decoupled rule; pass it with its own `--workdir` and `--out`.
+
 Per row: parameters, non-zero parameters, MACs, natural and PGD-10 accuracy on
 all validation images, PGD-50 with 10 restarts and APGD-CE on the first
 `--strong_eval_size`, epochs and training wall time, full-int8 TFLite size,
@@ -71,6 +75,13 @@ _OURS_ARGS = flags.DEFINE_list(
     "Extra config args of the ours_* rows, e.g. gate_start=0,sensitivity=1.0,importance=0.0,center=0 "
     "(the earlier gate method; none: the config defaults).",
 )
+_DECAY = flags.DEFINE_enum(
+    "decay",
+    "decoupled",
+    ["decoupled", "coupled"],
+    "Weight decay rule of every row (5e-4): Keras' decoupled SGD weight_decay, or `coupled` L2 on the gradients as "
+    "torch.optim.SGD applies it (about 10x stronger under momentum 0.9).",
+)
 _FINETUNE_LR = flags.DEFINE_float("finetune_lr", 0.05, "Peak learning rate of the peers' fine-tuning.")
 _ROWS = flags.DEFINE_list("rows", None, "Rows to run (default: the seven of ROWS; DIAGNOSTIC_ROWS only by name).")
 _STRONG_EVAL_SIZE = flags.DEFINE_integer("strong_eval_size", 1000, "Images for PGD-50x10 and APGD-CE.")
@@ -83,7 +94,7 @@ _MODELS_DIR = flags.DEFINE_string("models_dir", os.path.join(RESULTS, "models"),
 DENSE_PARAMS = 274_042
 SIZES = {"0.16M": 0.584, "0.04M": 0.146}  # parameter ratios of the dense ResNet20
 ROWS = ("ours_0.16M", "dense", "l1_0.16M", "tfmot_0.16M", "ours_0.04M", "l1_0.04M", "tfmot_0.04M")
-OWNED_CONFIG_ARGS = ("cost", "target", "epochs", "attack", "dense", "quick", "init_model")
+OWNED_CONFIG_ARGS = ("cost", "target", "epochs", "attack", "dense", "quick", "init_model", "decay")
 DIAGNOSTIC_ROWS = ("l1widths_0.16M", "l1widths_0.04M")  # run only when `--rows` names them
 PUBLISHED = [  # natural / PGD accuracy on the CIFAR-10 test set, eps 8/255, as printed in the papers
     {"row": "Vemparala et al. 2021, dense FAT ResNet20", "params": 0.27e6, "natural": 0.8152, "pgd": 0.4065},
@@ -180,6 +191,18 @@ def trained_summary(report):
     }
 
 
+def recipe_args():
+    """Config args every trainer row adds for `--decay`: `,decay=coupled`, or none for the default.
+
+    Nothing is added for the default, so that rows cached before the flag keep their config strings.
+    """
+    return ",decay=coupled" if _DECAY.value == "coupled" else ""
+
+
+def _recipe_text():
+    return ", coupled weight decay" if _DECAY.value == "coupled" else ""
+
+
 def _attack_text(summary):
     """The training attack of a trainer row, with the guard's switch to PGD when it happened."""
     if summary.get("fallback_at"):
@@ -200,9 +223,11 @@ def run_row(name, context):
             if _OURS_ARGS.value:  # without them the config string stays that of the rows cached before the flag
                 arg += "," + ",".join(_OURS_ARGS.value)
                 method += f", {' '.join(_OURS_ARGS.value)}"
+            arg += recipe_args()
         else:
-            arg = f"dense,epochs={dense_epochs},attack={_ATTACK.value}"
+            arg = f"dense,epochs={dense_epochs},attack={_ATTACK.value}{recipe_args()}"
             method = f"fast adversarial training ({_ATTACK.value}), no pruning"
+        method += _recipe_text()
         summary = trained_summary(train(row_dir, arg))
         method = method.replace(_ATTACK.value, _attack_text(summary), 1)
         return {"model": os.path.join(row_dir, "stripped.keras"), **summary, "method": method}
@@ -236,7 +261,7 @@ def run_row(name, context):
         report = train(
             os.path.join(row_dir, "finetune"),
             f"dense,epochs={_FINETUNE_EPOCHS.value},lr={_FINETUNE_LR.value},attack={_ATTACK.value},"
-            f"init_model={pruned_path}",
+            f"init_model={pruned_path}{recipe_args()}",
         )
         tuned = trained_summary(report)
         # Epochs and time count the dense run and the fine-tuning; for l1widths not the ours_* run behind the widths.
@@ -249,7 +274,7 @@ def run_row(name, context):
             "fallback_at": tuned["fallback_at"],
             "final_attack": tuned["final_attack"],
             "method": f"dense {dense['epochs']} ep ({_attack_text(dense)}) + L1-norm filter pruning{allocation} + "
-            f"{tuned['epochs']} ep {_attack_text(tuned)}",
+            f"{tuned['epochs']} ep {_attack_text(tuned)}{_recipe_text()}",
         }
     if kind == "tfmot":
         return run_tfmot_row(row_dir, size, dense)
@@ -265,7 +290,13 @@ def run_tfmot_row(row_dir, size, dense):
     os.makedirs(row_dir, exist_ok=True)
     check_settings(
         row_dir,
-        {"dense": dense["model"], "epochs": _FINETUNE_EPOCHS.value, "lr": _FINETUNE_LR.value, "attack": _ATTACK.value},
+        {
+            "dense": dense["model"],
+            "epochs": _FINETUNE_EPOCHS.value,
+            "lr": _FINETUNE_LR.value,
+            "attack": _ATTACK.value,
+            **({"decay": _DECAY.value} if recipe_args() else {}),  # rows cached before the flag stay reusable
+        },
     )
     if not os.path.exists(result_path):
         os.makedirs(row_dir, exist_ok=True)
@@ -284,6 +315,7 @@ def run_tfmot_row(row_dir, size, dense):
             f"--epochs={_FINETUNE_EPOCHS.value}",
             f"--learning_rate={_FINETUNE_LR.value}",
             f"--attack={_ATTACK.value}",
+            f"--weight_decay_mode={_DECAY.value}",
             f"--out={os.path.join(row_dir, 'peer')}",
         ]
         _run_logged(command, row_dir + ".log")
@@ -298,7 +330,8 @@ def run_tfmot_row(row_dir, size, dense):
         "train_seconds": dense["train_seconds"] + peer["train_seconds"],
         "timed_epochs": dense["timed_epochs"] + peer.get("timed_epochs", peer["epochs"]),
         "catastrophic_overfitting_at": None,
-        "method": f"dense {dense['epochs']} ep + TFMOT prune_low_magnitude during {peer['epochs']} ep {peer['attack']}",
+        "method": f"dense {dense['epochs']} ep + TFMOT prune_low_magnitude during {peer['epochs']} ep {peer['attack']}"
+        f"{_recipe_text()}",
     }
 
 
@@ -380,6 +413,7 @@ def _header(split):
         "attack": _ATTACK.value,
         "strong_eval_size": _STRONG_EVAL_SIZE.value,
         **({"ours_args": _OURS_ARGS.value} if _OURS_ARGS.value else {}),  # a variant is another table
+        **({"decay": _DECAY.value} if recipe_args() else {}),
     }
 
 
@@ -408,7 +442,7 @@ def main(argv):
     os.makedirs(_WORKDIR.value, exist_ok=True)
     header = _header(split)
     previous = _read_json(_OUT.value) if os.path.exists(_OUT.value) else {}
-    same = all(previous.get(k) == header.get(k) for k in (set(header) | {"ours_args"}) - {"machine"})
+    same = all(previous.get(k) == header.get(k) for k in (set(header) | {"ours_args", "decay"}) - {"machine"})
     results = {r["row"]: r for r in previous.get("rows", [])} if same else {}
     if previous and not same:
         logging.warning("%s was made with other settings; its rows are dropped.", _OUT.value)

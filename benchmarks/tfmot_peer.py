@@ -40,6 +40,14 @@ _EPSILON = flags.DEFINE_float("epsilon", 8 / 255, "L-infinity budget in pixels."
 _ATTACK = flags.DEFINE_enum(
     "attack", "n_fgsm", ["n_fgsm", "fgsm_rs", "pgd2"], "Training attack, as in our trainer (pgd2: step eps/2)."
 )
+_WEIGHT_DECAY = flags.DEFINE_float("weight_decay", 5e-4, "Weight decay.")
+_WEIGHT_DECAY_MODE = flags.DEFINE_enum(
+    "weight_decay_mode",
+    "decoupled",
+    ["decoupled", "coupled"],
+    "decoupled: Keras' SGD weight_decay; coupled: L2 added to the gradients (torch.optim.SGD), as the trainer's "
+    "`weight_decay_mode`.",
+)
 _PRUNE_END = flags.DEFINE_float("prune_end", 0.6, "Fraction of the steps at which the final sparsity is reached.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed.")
 _OUT = flags.DEFINE_string("out", None, "Output directory.", required=True)
@@ -183,7 +191,10 @@ def main(argv):
     lr = keras.optimizers.schedules.CosineDecay(
         _LR.value * 0.01, total_steps - warmup, warmup_target=_LR.value, warmup_steps=warmup
     )
-    optimizer = keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    coupled_decay = _WEIGHT_DECAY_MODE.value == "coupled"
+    optimizer = keras.optimizers.SGD(
+        lr, momentum=0.9, nesterov=True, weight_decay=None if coupled_decay else _WEIGHT_DECAY.value
+    )
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     eps = _EPSILON.value
 
@@ -208,6 +219,10 @@ def main(argv):
             logits = model(adversarial, training=True)
             loss = loss_fn(labels, logits)
         grads = tape.gradient(loss, model.trainable_variables)
+        if coupled_decay:
+            grads = [
+                None if g is None else g + _WEIGHT_DECAY.value * v for g, v in zip(grads, model.trainable_variables)
+            ]
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         correct = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))
         return loss, correct
@@ -259,6 +274,8 @@ def main(argv):
         "timed_epochs": len(epoch_seconds),
         "learning_rate": _LR.value,
         "attack": _ATTACK.value,
+        "weight_decay": _WEIGHT_DECAY.value,
+        "weight_decay_mode": _WEIGHT_DECAY_MODE.value,
     }
     write_json(os.path.join(_OUT.value, "result.json"), result)
     logging.info(

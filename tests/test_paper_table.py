@@ -18,8 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     importlib.util.find_spec("tensorflow_model_optimization") is None or importlib.util.find_spec("tf_keras") is None,
     reason="the TFMOT peer needs benchmarks/requirements-tfmot.txt",
 )
-@pytest.mark.parametrize("attack", ["n_fgsm", "pgd2"])
-def test_tfmot_peer_prunes_to_the_target_and_its_weights_load_into_keras3(tmp_path, attack):
+@pytest.mark.parametrize("attack,decay", [("n_fgsm", "decoupled"), ("pgd2", "coupled")])
+def test_tfmot_peer_prunes_to_the_target_and_its_weights_load_into_keras3(tmp_path, attack, decay):
     sample = data.load_sample()
     np.savez(tmp_path / "train.npz", x=sample.x_train[:256], y=sample.y_train[:256])
     dense = models.resnet20()
@@ -33,13 +33,14 @@ def test_tfmot_peer_prunes_to_the_target_and_its_weights_load_into_keras3(tmp_pa
         f"--target_nonzero={target}",
         "--epochs=2",
         f"--attack={attack}",
+        f"--weight_decay_mode={decay}",
         f"--out={tmp_path / 'out'}",
     ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "out" / "result.json").read_text())
     assert abs(report["nonzero"] - target) <= 0.001 * target
-    assert report["attack"] == attack
+    assert report["attack"] == attack and report["weight_decay_mode"] == decay
     assert report["params"] == dense.count_params()
     pruned = models.resnet20()
     model_io.load_layer_weights(pruned, tmp_path / "out" / "weights.npz")
@@ -100,7 +101,7 @@ from absl import flags
 import paper_table
 from tfrobustprune import magnitude, model_io, models
 
-flags.FLAGS([sys.argv[0], f"--workdir={sys.argv[2]}", "--data_dir=unused"])
+flags.FLAGS([sys.argv[0], f"--workdir={sys.argv[2]}", "--data_dir=unused", *sys.argv[3:]])
 calls = []
 
 def fake_train(row_dir, config_arg):
@@ -155,6 +156,14 @@ def test_l1widths_row_prunes_the_dense_model_to_the_widths_of_ours(tmp_path):
     assert "to the widths of ours_0.16M" in out["method"] and "pgd2 after epoch 1" in out["method"]
     assert out["epochs"] == 6 and out["fallback_at"] == 1
     assert "l1widths_0.16M" not in out["default_rows"]  # diagnostic: only when --rows names it
+    assert all("decay" not in call for call in trained)  # the default rule keeps the cached config strings
+
+
+def test_coupled_decay_reaches_every_trainer_run_of_a_row(tmp_path):
+    out = _run_table_script(tmp_path, _L1WIDTHS_SCRIPT, "--decay=coupled")
+    configs = out["calls"][1::2]
+    assert [c.endswith(",decay=coupled") for c in configs] == [True, True, True]  # dense, ours, fine-tuning
+    assert out["method"].endswith("coupled weight decay")
 
 
 _OURS_SCRIPT = r"""
@@ -178,13 +187,26 @@ print(json.dumps({"calls": calls, "method": row["method"]}))
 
 
 @pytest.mark.parametrize(
-    "flag,suffix", [([], ""), (["--ours_args=sensitivity=0.0,gate_start=10"], ",sensitivity=0.0,gate_start=10")]
+    "flags,suffix,method_text",
+    [
+        ([], "", None),
+        (
+            ["--ours_args=sensitivity=0.0,gate_start=10"],
+            ",sensitivity=0.0,gate_start=10",
+            "sensitivity=0.0 gate_start=10",
+        ),
+        (["--decay=coupled"], ",decay=coupled", "coupled weight decay"),
+        (["--ours_args=center=0", "--decay=coupled"], ",center=0,decay=coupled", "center=0, coupled weight decay"),
+    ],
 )
-def test_ours_rows_pass_extra_config_args_only_when_given(tmp_path, flag, suffix):
-    out = _run_table_script(tmp_path, _OURS_SCRIPT, *flag)
+def test_ours_rows_pass_extra_config_args_only_when_given(tmp_path, flags, suffix, method_text):
+    out = _run_table_script(tmp_path, _OURS_SCRIPT, *flags)
     # The default keeps the config string of rows trained before the option, so their caches stay valid.
     assert out["calls"] == [f"cost=params,target=0.584,epochs=30,attack=n_fgsm{suffix}"]
-    assert ("sensitivity=0.0 gate_start=10" in out["method"]) == bool(suffix)
+    if method_text:
+        assert out["method"].endswith(method_text)
+    else:
+        assert out["method"] == "in-train gates + hardware loss, n_fgsm (tfrobustprune)"
 
 
 def test_ours_args_may_not_set_what_the_table_sets(tmp_path):

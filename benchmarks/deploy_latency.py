@@ -21,7 +21,6 @@ per channel count, which explains the XNNPACK figures.
 import json
 import os
 import platform
-import time
 
 import numpy as np
 from absl import app, flags
@@ -98,42 +97,6 @@ def _stripped_models(targets, seed):
     return rows
 
 
-def _timed(invoke, runs):
-    """Wall-clock and thread CPU seconds of `runs` calls (CPU time ignores preemption on a busy machine)."""
-    wall, cpu = [], []
-    for _ in range(runs):
-        start_wall, start_cpu = time.perf_counter(), time.thread_time()
-        invoke()
-        cpu.append(time.thread_time() - start_cpu)
-        wall.append(time.perf_counter() - start_wall)
-    return wall, cpu
-
-
-def _interleaved(invokers, rounds, runs):
-    """Latency per model: each round times every invoker `runs` times, in turn.
-
-    Args:
-        invokers: Dict name -> zero-argument callable running one inference.
-        rounds: Int, rounds.
-        runs: Int, calls per invoker and round.
-
-    Returns:
-        Dict name -> `summarize_times` of wall-clock time plus `cpu_median_ms`.
-    """
-    from tflite_export.litert import summarize_times
-
-    wall = {name: [] for name in invokers}
-    cpu = {name: [] for name in invokers}
-    for invoke in invokers.values():
-        _timed(invoke, max(2, runs // 5))  # warm-up
-    for _ in range(rounds):
-        for name, invoke in invokers.items():
-            w, c = _timed(invoke, runs)
-            wall[name] += w
-            cpu[name] += c
-    return {name: {**summarize_times(wall[name]), "cpu_median_ms": float(np.median(cpu[name]) * 1e3)} for name in wall}
-
-
 def _litert_invoker(runner, image):
     runner.interpreter.set_tensor(runner.input["index"], runner.prepare(image))
     return runner.interpreter.invoke
@@ -151,7 +114,7 @@ def _conv_probe(representative, rounds, runs):
     """Per-convolution int8 latency of a 3x3 conv at 32x32, by channel count (6 convs minus the 1x1 stem)."""
     import keras
 
-    from tflite_export import convert
+    from tflite_export import convert, litert
     from tflite_export.litert import LiteRTModel
 
     rows = []
@@ -168,7 +131,7 @@ def _conv_probe(representative, rounds, runs):
             invokers = {
                 d: _litert_invoker(LiteRTModel(c, op_resolver=backend), representative[:1]) for d, c in pair.items()
             }
-            ms = _interleaved(invokers, rounds, runs)
+            ms = litert.interleaved_latency(invokers, rounds, runs)
             row[f"us_per_conv_{'xnnpack' if backend == 'auto' else 'builtin'}"] = (
                 (ms[6]["median_ms"] - ms[0]["median_ms"]) / 6 * 1e3
             )
@@ -179,7 +142,7 @@ def _conv_probe(representative, rounds, runs):
 def main(argv):
     del argv
     import tfrobustprune
-    from tflite_export import convert, representative_images
+    from tflite_export import convert, litert, representative_images
     from tflite_export.litert import LiteRTModel
 
     targets = [float(t) for t in _TARGETS.value]
@@ -195,12 +158,12 @@ def main(argv):
         invokers = {
             r["name"]: _litert_invoker(LiteRTModel(r["files"][variant], op_resolver=resolver), image) for r in rows
         }
-        latency[backend] = _interleaved(invokers, _ROUNDS.value, _RUNS.value)
+        latency[backend] = litert.interleaved_latency(invokers, _ROUNDS.value, _RUNS.value)
     if _MICRO_RUNS.value:
         invokers = {
             r["name"]: _micro_invoker(r["files"]["int8"], LiteRTModel(r["files"]["int8"]).prepare(image)) for r in rows
         }
-        latency["micro_int8"] = _interleaved(invokers, max(3, _ROUNDS.value // 8), _MICRO_RUNS.value)
+        latency["micro_int8"] = litert.interleaved_latency(invokers, max(3, _ROUNDS.value // 8), _MICRO_RUNS.value)
     dense = {backend: values["dense"]["median_ms"] for backend, values in latency.items()}
     dense_cpu = {backend: values["dense"]["cpu_median_ms"] for backend, values in latency.items()}
     results = []

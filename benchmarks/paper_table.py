@@ -38,7 +38,11 @@ decoupled rule; pass it with its own `--workdir` and `--out`.
 Per row: parameters, non-zero parameters, MACs, natural and PGD-10 accuracy on
 all validation images, PGD-50 with 10 restarts and APGD-CE on the first
 `--strong_eval_size`, epochs and training wall time, full-int8 TFLite size,
-accuracy and LiteRT latency (one thread, median). Everything is resumable:
+accuracy, and LiteRT int8 latency (one thread, median): after the last row,
+every finished row's int8 model is timed again, all of them in turn over
+`--latency_rounds` interleaved rounds in one process, so that a busy machine
+slows all rows alike (figures timed at different hours of a shared machine are
+not comparable). Everything is resumable:
 trainer rows resume from their workdir, finished steps are cached as JSON in
 `--workdir/<row>/`, and `--out` is rewritten after every row. A cached row is
 keyed by its config argument string (`settings.json`); a finished trainer row
@@ -87,6 +91,9 @@ _ROWS = flags.DEFINE_list("rows", None, "Rows to run (default: the seven of ROWS
 _STRONG_EVAL_SIZE = flags.DEFINE_integer("strong_eval_size", 1000, "Images for PGD-50x10 and APGD-CE.")
 _CALIBRATION_SIZE = flags.DEFINE_integer("calibration_size", 500, "int8 calibration images (training split).")
 _LATENCY_RUNS = flags.DEFINE_integer("latency_runs", 300, "LiteRT invocations per latency figure.")
+_LATENCY_ROUNDS = flags.DEFINE_integer(
+    "latency_rounds", 10, "Interleaved rounds in which every row's int8 model is timed in turn (latency_runs in all)."
+)
 _TFMOT_PYTHON = flags.DEFINE_string("tfmot_python", sys.executable, "Python with tf_keras and TFMOT installed.")
 _OUT = flags.DEFINE_string("out", os.path.join(RESULTS, "paper_table.json"), "Result JSON.")
 _MODELS_DIR = flags.DEFINE_string("models_dir", os.path.join(RESULTS, "models"), "Where final models are copied.")
@@ -369,12 +376,50 @@ def measure(name, trained, split):
         "apgd_ce": strong["robust_accuracy"]["apgd_ce"],
         "int8_kib": len(int8) / 1024,
         "int8_natural": int8_accuracy,
-        "int8_latency_ms": runner.latency(split.x_val[0], runs=_LATENCY_RUNS.value)["median_ms"],
         "eval_seconds": time.time() - started,
     }
     model_io.write_json_atomic(cache, measured, indent=2)
     keras.backend.clear_session()
     return measured
+
+
+def time_rows_together(results, split):
+    """Sets `int8_latency_ms` (and `int8_latency_cpu_ms`) of every finished row, all timed in one interleaved pass.
+
+    Args:
+        results: Dict row name -> row dict; rows with an `error` are left alone.
+        split: The data split (calibration images from its training part, the first validation image timed).
+
+    Returns:
+        Dict with the pass's `rounds`, `runs_per_round` and `rows` timed.
+    """
+    from tflite_export import conversion, litert
+    from tfrobustprune import model_io
+
+    runners = {}
+    representative = conversion.representative_images(split.x_train, _CALIBRATION_SIZE.value)
+    for name, row in results.items():
+        if "error" in row:
+            continue
+        path = os.path.join(_MODELS_DIR.value, f"resnet20_{name}.keras")
+        if not os.path.exists(path):
+            logging.warning("Row %s: %s is missing; its latency is not measured.", name, path)
+            row["int8_latency_ms"] = row["int8_latency_cpu_ms"] = None
+            continue
+        int8 = conversion.convert(model_io.load_keras_model(path), ["int8"], representative)["int8"]
+        runners[name] = litert.LiteRTModel(int8, num_threads=1)
+    rounds = _LATENCY_ROUNDS.value
+    runs = max(1, _LATENCY_RUNS.value // rounds)
+    timed = litert.interleaved_latency({n: r.invoker(split.x_val[0]) for n, r in runners.items()}, rounds, runs)
+    for name, figures in timed.items():
+        results[name]["int8_latency_ms"] = figures["median_ms"]
+        results[name]["int8_latency_cpu_ms"] = figures["cpu_median_ms"]
+    return {"rounds": rounds, "runs_per_round": runs, "rows": sorted(timed), "when": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def _latency_text(row):
+    value = row.get("int8_latency_ms")
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def markdown(rows):
@@ -392,7 +437,7 @@ def markdown(rows):
             f"| {r['row']} | {r['params']:,} | {r['nonzero_params']:,} | {r['macs'] / 1e6:.1f}M "
             f"| {r['natural']:.2%} | {r['pgd10']:.2%} | {r['pgd50x10']:.2%} | {r['apgd_ce']:.2%} | {r['epochs']} "
             f"| {r['train_seconds'] / 3600:.2f} | {r['int8_kib']:.0f} | {r['int8_natural']:.2%} "
-            f"| {r['int8_latency_ms']:.3f} |"
+            f"| {_latency_text(r)} |"
         )
     lines += ["", "| published (CIFAR-10 test set) | params | natural | PGD |", "|---|---:|---:|---:|"]
     lines += [f"| {p['row']} | {p['params'] / 1e6:.2f}M | {p['natural']:.2%} | {p['pgd']:.2%} |" for p in PUBLISHED]
@@ -442,7 +487,9 @@ def main(argv):
     os.makedirs(_WORKDIR.value, exist_ok=True)
     header = _header(split)
     previous = _read_json(_OUT.value) if os.path.exists(_OUT.value) else {}
-    same = all(previous.get(k) == header.get(k) for k in (set(header) | {"ours_args", "decay"}) - {"machine"})
+    same = all(
+        previous.get(k) == header.get(k) for k in (set(header) | {"ours_args", "decay"}) - {"machine", "latency"}
+    )
     results = {r["row"]: r for r in previous.get("rows", [])} if same else {}
     if previous and not same:
         logging.warning("%s was made with other settings; its rows are dropped.", _OUT.value)
@@ -466,13 +513,22 @@ def main(argv):
         except Exception as error:  # noqa: BLE001  (one failed row must not cost the others hours of training)
             logging.exception("Row %s failed", name)
             results[name] = {"row": name, "error": f"{type(error).__name__}: {error}"}
-        ordered = [results[n] for n in ROWS + DIAGNOSTIC_ROWS if n in results]
-        model_io.write_json_atomic(
-            _OUT.value,
-            {"command": " ".join(sys.argv), **header, "rows": ordered, "published": PUBLISHED},
-            indent=2,
-        )
-        print(markdown(ordered), flush=True)
+        write_table(header, results)
+    # Timed apart, each row's latency would say how busy the machine was at that hour; timed together, they compare.
+    latency = time_rows_together(results, split)
+    logging.info("int8 latency of %s timed together: %s", latency["rows"], latency)
+    write_table({**header, "latency": latency}, results)
+
+
+def write_table(header, results):
+    """Writes `--out` (rows in table order) and prints the markdown table."""
+    from tfrobustprune import model_io
+
+    ordered = [results[n] for n in ROWS + DIAGNOSTIC_ROWS if n in results]
+    model_io.write_json_atomic(
+        _OUT.value, {"command": " ".join(sys.argv), **header, "rows": ordered, "published": PUBLISHED}, indent=2
+    )
+    print(markdown(ordered), flush=True)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from absl.testing import flagsaver
 
 import tflite_export
 import tfrobustprune
-from tflite_export import conversion, edgetpu, micro
+from tflite_export import conversion, edgetpu, litert, micro
 from tflite_export.litert import LiteRTModel
 
 
@@ -106,6 +106,33 @@ def test_verify_file_reports_every_variant(files, keras_logits, split):
 def test_latency_rejects_zero_runs(files, split):
     with pytest.raises(ValueError, match=r"Received: runs=0"):
         LiteRTModel(files["int8"]).latency(split.x_val[0], runs=0)
+
+
+def test_interleaved_latency_times_every_model_in_every_round(files, split):
+    order = []
+    runners = {"float32": LiteRTModel(files["float32"]), "int8": LiteRTModel(files["int8"])}
+
+    def recording(name, invoke):
+        def call():
+            order.append(name)
+            invoke()
+
+        return call
+
+    invokers = {name: recording(name, r.invoker(split.x_val[0])) for name, r in runners.items()}
+    timed = litert.interleaved_latency(invokers, rounds=3, runs=5)
+    warmup = ["float32"] * 2 + ["int8"] * 2
+    assert order == warmup + (["float32"] * 5 + ["int8"] * 5) * 3  # in turn, round after round
+    for figures in timed.values():
+        assert figures["runs"] == 15 and figures["median_ms"] > 0 and figures["cpu_median_ms"] > 0
+    # The invoker runs the image it was given: the same logits as predict().
+    int8 = runners["int8"]
+    for image in split.x_val[:8]:
+        int8.invoker(image)()
+        raw = int8.interpreter.get_tensor(int8.output["index"])[0]  # int8; its scale is positive
+        assert raw.argmax() == int8.predict(image[None])[0].argmax()
+    with pytest.raises(ValueError, match=r"Received: rounds=0"):
+        litert.interleaved_latency(invokers, rounds=0, runs=5)
 
 
 def test_litert_model_rejects_unknown_op_resolver(files):

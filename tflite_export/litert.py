@@ -187,6 +187,18 @@ class LiteRTModel:
         times = self.time_invokes(runs)
         return summarize_times(times)
 
+    def invoker(self, image):
+        """Sets `image` as the input; returns the zero-argument callable that runs one inference on it.
+
+        Args:
+            image: One image `(h, w, c)`, uint8 or float in [0, 1].
+
+        Returns:
+            The interpreter's `invoke`, for `timed_calls` or `interleaved_latency`.
+        """
+        self.interpreter.set_tensor(self.input["index"], self.prepare(np.asarray(image)[None]))
+        return self.interpreter.invoke
+
     def time_invokes(self, runs):
         """Times `invoke()` on the input tensor already set.
 
@@ -220,3 +232,57 @@ def summarize_times(times):
         "p90_ms": float(np.percentile(times, 90)),
         "runs": int(times.size),
     }
+
+
+def timed_calls(invoke, runs):
+    """Wall-clock and thread CPU seconds of `runs` calls of `invoke`.
+
+    Thread CPU time leaves out the time a busy machine's scheduler takes the thread away.
+
+    Args:
+        invoke: Zero-argument callable, e.g. `LiteRTModel.invoker(image)`.
+        runs: Int >= 1, calls.
+
+    Returns:
+        `(wall, cpu)`: two lists of `runs` seconds.
+    """
+    wall, cpu = [], []
+    for _ in range(int(runs)):
+        start_wall, start_cpu = time.perf_counter(), time.thread_time()
+        invoke()
+        cpu.append(time.thread_time() - start_cpu)
+        wall.append(time.perf_counter() - start_wall)
+    return wall, cpu
+
+
+def interleaved_latency(invokers, rounds, runs):
+    """Latency of several models timed in turn, so that a busy machine slows all of them alike.
+
+    Each round times every invoker `runs` times, one after the other; a few untimed calls of each come first.
+    Figures of models timed in separate sessions are not comparable on a shared machine; these are.
+
+    Args:
+        invokers: Dict name -> zero-argument callable running one inference.
+        rounds: Int >= 1, rounds.
+        runs: Int >= 1, calls per invoker and round.
+
+    Returns:
+        Dict name -> `summarize_times` of the wall-clock times plus `cpu_median_ms` (thread CPU time).
+
+    Example:
+        >>> runners = {name: LiteRTModel(content, num_threads=1) for name, content in files.items()}
+        >>> interleaved_latency({n: r.invoker(image) for n, r in runners.items()}, rounds=10, runs=30)
+    """
+    for name, value in (("rounds", rounds), ("runs", runs)):
+        if int(value) != value or value < 1:
+            raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value}")
+    wall = {name: [] for name in invokers}
+    cpu = {name: [] for name in invokers}
+    for invoke in invokers.values():
+        timed_calls(invoke, max(2, int(runs) // 5))  # warm-up
+    for _ in range(int(rounds)):
+        for name, invoke in invokers.items():
+            w, c = timed_calls(invoke, runs)
+            wall[name] += w
+            cpu[name] += c
+    return {name: {**summarize_times(wall[name]), "cpu_median_ms": float(np.median(cpu[name]) * 1e3)} for name in wall}

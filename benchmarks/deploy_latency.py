@@ -97,11 +97,6 @@ def _stripped_models(targets, seed):
     return rows
 
 
-def _litert_invoker(runner, image):
-    runner.interpreter.set_tensor(runner.input["index"], runner.prepare(image))
-    return runner.interpreter.invoke
-
-
 def _micro_invoker(content, raw_image):
     from tflite_export import micro
 
@@ -128,9 +123,7 @@ def _conv_probe(representative, rounds, runs):
             pair[depth] = convert(keras.Model(inputs, x), ["int8"], representative[:20])["int8"]
         row = {"channels": channels, "macs_per_conv": 32 * 32 * 9 * channels * channels}
         for backend in ("auto", "builtin"):
-            invokers = {
-                d: _litert_invoker(LiteRTModel(c, op_resolver=backend), representative[:1]) for d, c in pair.items()
-            }
+            invokers = {d: LiteRTModel(c, op_resolver=backend).invoker(representative[0]) for d, c in pair.items()}
             ms = litert.interleaved_latency(invokers, rounds, runs)
             row[f"us_per_conv_{'xnnpack' if backend == 'auto' else 'builtin'}"] = (
                 (ms[6]["median_ms"] - ms[0]["median_ms"]) / 6 * 1e3
@@ -155,9 +148,7 @@ def main(argv):
         row["int8_size_bytes"] = len(row["files"]["int8"])
     latency = {}
     for backend, (variant, resolver) in BACKENDS.items():
-        invokers = {
-            r["name"]: _litert_invoker(LiteRTModel(r["files"][variant], op_resolver=resolver), image) for r in rows
-        }
+        invokers = {r["name"]: LiteRTModel(r["files"][variant], op_resolver=resolver).invoker(image[0]) for r in rows}
         latency[backend] = litert.interleaved_latency(invokers, _ROUNDS.value, _RUNS.value)
     if _MICRO_RUNS.value:
         invokers = {

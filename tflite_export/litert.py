@@ -181,9 +181,9 @@ class LiteRTModel:
         """
         if int(runs) != runs or runs < 1:
             raise ValueError(f"`runs` must be a positive integer. Received: runs={runs}")
-        self.interpreter.set_tensor(self.input["index"], self.prepare(np.asarray(image)[None]))
+        invoke = self.invoker(image)
         for _ in range(int(warmup)):
-            self.interpreter.invoke()
+            invoke()
         times = self.time_invokes(runs)
         return summarize_times(times)
 

@@ -22,6 +22,7 @@ from tfrobustprune.model_io import (
     load_keras_model,
     read_tflite,
     save_keras_atomic,
+    write_bytes_atomic,
     write_json_atomic,
     write_npz_atomic,
 )
@@ -265,6 +266,18 @@ def test_write_json_atomic_replaces_the_file_whole_and_leaves_no_temporary(tmp_p
     with open(path) as f:  # a failed write leaves the previous file intact
         assert json.load(f) == {"epoch": 2, "best": [0.5]}
     assert os.listdir(tmp_path / "new_dir") == ["state.json"]
+
+
+@pytest.mark.parametrize("name", ["model_int8.tflite", "no_extension"])
+def test_write_bytes_atomic_replaces_the_file_whole_and_leaves_no_temporary(tmp_path, name):
+    path = tmp_path / "out" / name  # path-like, in a directory that does not exist yet
+    write_bytes_atomic(path, b"first")
+    write_bytes_atomic(path, b"\x00second")
+    assert path.read_bytes() == b"\x00second"
+    with pytest.raises(TypeError):
+        write_bytes_atomic(path, "text, not bytes")
+    assert path.read_bytes() == b"\x00second"  # a failed write leaves the previous file intact
+    assert os.listdir(tmp_path / "out") == [name]
 
 
 def test_write_npz_atomic_keeps_names_and_order_and_leaves_no_temporary(tmp_path):

@@ -124,14 +124,28 @@ def write_json_atomic(path, value, indent=None):
         value: A JSON-serialisable object.
         indent: Int or None, passed to `json.dumps`.
     """
-    path = os.fspath(path)
-    directory = os.path.dirname(path)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
     text = json.dumps(value, indent=indent)  # serialise first: a bad value leaves no temporary behind
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
+    write_bytes_atomic(path, text.encode())
+
+
+def write_bytes_atomic(path, data):
+    """Writes `data` to `path` through a temporary file, so a crash never leaves half a file.
+
+    Args:
+        path: Str or path-like; its directory is created if missing.
+        data: Bytes, e.g. a TFLite flatbuffer.
+
+    Example:
+        >>> write_bytes_atomic("runs/model_int8.tflite", converted["int8"])
+    """
+    path = os.fspath(path)
+    extension = os.path.splitext(path)[1]
+
+    def write(temporary):
+        with open(temporary, "wb") as f:
+            f.write(data)
+
+    _write_through_temporary(path, extension, write)
 
 
 def save_keras_atomic(model, path):
@@ -178,7 +192,7 @@ def _write_through_temporary(path, extension, write):
     directory = os.path.dirname(path)
     if directory:
         os.makedirs(directory, exist_ok=True)
-    temporary = path[: -len(extension)] + ".tmp" + extension
+    temporary = path[: len(path) - len(extension)] + ".tmp" + extension
     try:
         write(temporary)
     except BaseException:

@@ -156,14 +156,16 @@ def test_l1widths_row_prunes_the_dense_model_to_the_widths_of_ours(tmp_path):
     assert "to the widths of ours_0.16M" in out["method"] and "pgd2 after epoch 1" in out["method"]
     assert out["epochs"] == 6 and out["fallback_at"] == 1
     assert "l1widths_0.16M" not in out["default_rows"]  # diagnostic: only when --rows names it
-    assert all("decay" not in call for call in trained)  # the default rule keeps the cached config strings
-
-
-def test_coupled_decay_reaches_every_trainer_run_of_a_row(tmp_path):
-    out = _run_table_script(tmp_path, _L1WIDTHS_SCRIPT, "--decay=coupled")
     configs = out["calls"][1::2]
-    assert [c.endswith(",decay=coupled") for c in configs] == [True, True, True]  # dense, ours, fine-tuning
+    assert [c.endswith(",decay=coupled") for c in configs] == [True, True, True]  # the default rule, named
     assert out["method"].endswith("coupled weight decay")
+
+
+def test_decoupled_decay_reaches_every_trainer_run_of_a_row(tmp_path):
+    out = _run_table_script(tmp_path, _L1WIDTHS_SCRIPT, "--decay=decoupled")
+    configs = out["calls"][1::2]
+    assert [c.endswith(",decay=decoupled") for c in configs] == [True, True, True]  # dense, ours, fine-tuning
+    assert "weight decay" not in out["method"]
 
 
 _OURS_SCRIPT = r"""
@@ -189,19 +191,18 @@ print(json.dumps({"calls": calls, "method": row["method"]}))
 @pytest.mark.parametrize(
     "flags,suffix,method_text",
     [
-        ([], "", None),
+        (["--decay=decoupled"], ",decay=decoupled", None),
         (
-            ["--ours_args=sensitivity=0.0,gate_start=10"],
-            ",sensitivity=0.0,gate_start=10",
+            ["--ours_args=sensitivity=0.0,gate_start=10", "--decay=decoupled"],
+            ",sensitivity=0.0,gate_start=10,decay=decoupled",
             "sensitivity=0.0 gate_start=10",
         ),
-        (["--decay=coupled"], ",decay=coupled", "coupled weight decay"),
-        (["--ours_args=center=0", "--decay=coupled"], ",center=0,decay=coupled", "center=0, coupled weight decay"),
+        ([], ",decay=coupled", "coupled weight decay"),
+        (["--ours_args=center=0"], ",center=0,decay=coupled", "center=0, coupled weight decay"),
     ],
 )
 def test_ours_rows_pass_extra_config_args_only_when_given(tmp_path, flags, suffix, method_text):
     out = _run_table_script(tmp_path, _OURS_SCRIPT, *flags)
-    # The default keeps the config string of rows trained before the option, so their caches stay valid.
     assert out["calls"] == [f"cost=params,target=0.584,epochs=30,attack=n_fgsm{suffix}"]
     if method_text:
         assert out["method"].endswith(method_text)
@@ -236,7 +237,7 @@ from absl import flags
 import paper_table
 
 flags.FLAGS([sys.argv[0], f"--workdir={sys.argv[2]}", "--data_dir=unused"])
-arg = "cost=params,target=0.584,epochs=30,attack=n_fgsm"
+arg = "cost=params,target=0.584,epochs=30,attack=n_fgsm,decay=decoupled"
 row_dir = os.path.join(sys.argv[2], "ours_0.16M")
 config = paper_table.resolved_config(arg)
 del config["train"]["weight_decay_mode"]  # a report written before the field existed: absent means "decoupled"

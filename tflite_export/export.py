@@ -1,6 +1,5 @@
 """`export_and_verify`: a stripped Keras model -> verified `.tflite` files, `export_report.json` and a markdown table."""
 
-import json
 import os
 
 import numpy as np
@@ -13,6 +12,7 @@ from tflite_export.litert import LiteRTModel
 from tflite_export.micro import verify_micro
 from tflite_export.robustness import transfer_robustness
 from tflite_export.verify import accuracy, verify_file
+from tfrobustprune import model_io
 from tfrobustprune.cost import count_macs
 from tfrobustprune.gating import gate_layers
 
@@ -138,8 +138,7 @@ def export_and_verify(
     runners = {}
     for variant, content in files.items():
         file_name = f"{name}_{variant}.tflite"
-        with open(os.path.join(out_dir, file_name), "wb") as f:
-            f.write(content)
+        model_io.write_bytes_atomic(os.path.join(out_dir, file_name), content)
         logging.info("Verifying %s (%d bytes) on LiteRT", file_name, len(content))
         report["variants"][variant] = {
             "file": file_name,
@@ -156,8 +155,7 @@ def export_and_verify(
             model, runners, x_val[:robust_size], y_val[:robust_size], epsilon, pgd_step, pgd_steps, seed
         )
     report["criteria"] = _criteria(report)
-    with open(os.path.join(out_dir, REPORT_NAME), "w") as f:
-        json.dump(report, f, indent=2)
-    with open(os.path.join(out_dir, MARKDOWN_NAME), "w") as f:
-        f.write(report_lib.markdown(report))
+    # The report goes last, so a report on disk always describes .tflite files that were written whole.
+    model_io.write_bytes_atomic(os.path.join(out_dir, MARKDOWN_NAME), report_lib.markdown(report).encode())
+    model_io.write_json_atomic(os.path.join(out_dir, REPORT_NAME), report, indent=2)
     return report

@@ -11,11 +11,11 @@ per step make 2.0 the floor).
 
 import json
 import os
-import platform
 import statistics
 import time
 
 from absl import app, flags
+from fit_throughput import images_per_second, machine
 
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Alternating measurement rounds.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Training steps per round and model.")
@@ -33,16 +33,9 @@ def _dataset(batch_size):
     return data.train_dataset(sample.x_train, sample.y_train, batch_size, seed=0).repeat()
 
 
-def _images_per_second(model, dataset, steps, batch_size):
-    start = time.perf_counter()
-    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
-    return steps * batch_size / (time.perf_counter() - start)
-
-
 def main(argv):
     del argv
     import keras
-    import tensorflow as tf
 
     import tfrobustprune
     from tfrobustprune import models
@@ -62,12 +55,12 @@ def main(argv):
     )
     robust.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
     for model in (plain, robust):  # trace and warm up
-        _images_per_second(model, dataset, 3, batch)
+        images_per_second(model, dataset, 3, batch)
 
     rates = {"plain_fit": [], "robust_fgsm_rs_hw": []}
     for round_index in range(_ROUNDS.value):
-        rates["plain_fit"].append(_images_per_second(plain, dataset, _STEPS.value, batch))
-        rates["robust_fgsm_rs_hw"].append(_images_per_second(robust, dataset, _STEPS.value, batch))
+        rates["plain_fit"].append(images_per_second(plain, dataset, _STEPS.value, batch))
+        rates["robust_fgsm_rs_hw"].append(images_per_second(robust, dataset, _STEPS.value, batch))
         print(
             f"round {round_index + 1}: plain {rates['plain_fit'][-1]:.0f} img/s, "
             f"robust {rates['robust_fgsm_rs_hw'][-1]:.0f} img/s",
@@ -88,13 +81,7 @@ def main(argv):
         "ratio_of_medians": plain_rate / robust_rate,
         "target_ratio_at_most": 2.2,
         "meets_target": statistics.median(ratios) <= 2.2,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "load_average_1_5_15min_at_end": list(os.getloadavg()),
-            "platform": platform.platform(),
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-        },
+        "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     os.makedirs(os.path.dirname(_OUT.value), exist_ok=True)

@@ -46,6 +46,11 @@ before momentum, as torch.optim.SGD in the recipes this config follows (Keras'
 0.9). At 0.16M parameters it raised ours from 67.44% / 39.56% to 70.60% /
 41.46% (BENCHMARKS.md, the coupled table); runs before that default were
 decoupled, so reproducing them needs `decay=decoupled`.
+
+`strip` strips the model at the gate freeze (epoch 22 of 30) and trains the
+stripped model for the remaining epochs: the same weights and learning-rate
+schedule, without the cost of the closed channels (the momentum restarts at
+the switch).
 """
 
 import re
@@ -68,7 +73,8 @@ DENSE_GATE_METHOD = dict(
 def get_config(arg=None):
     """Returns the config; `arg`: `quick`, `dense`, `epochs=N`, `target=R`, `cost=params|macs`, `attack=NAME`,
     `lr=PEAK`, `init_model=PATH`,
-    `decay=coupled|decoupled`, `sensitivity=S` (the gates' `cost_sensitivity`), `gate_start=N` (dense
+    `decay=coupled|decoupled`, `strip` (train the stripped model after the gate freeze),
+    `sensitivity=S` (the gates' `cost_sensitivity`), `gate_start=N` (dense
     epochs before the hardware loss starts; default a third of the epochs, 0 a one-epoch warm-up),
     `importance=P` (the gates' `importance_pressure`), `center=0|1` (their `center_task_gradient`)."""
     arg = common.parse_arg(
@@ -83,6 +89,7 @@ def get_config(arg=None):
         lr=0.2,
         init_model="",
         decay="coupled",
+        strip=False,
         gate_start=-1,  # -1: a third of the epochs (none for `dense` and `quick`)
     )
     config = ml_collections.ConfigDict()
@@ -157,6 +164,8 @@ def get_config(arg=None):
         gate_learning_rate=0.01,
         # Gates settle in the first 60%, then weights only; a dense run freezes them open at once.
         freeze_epoch=0 if arg.dense else gate_start + max(1, int(0.6 * pruned_epochs)),
+        # After the freeze the gates hold still: the stripped model computes the same, with fewer MACs.
+        strip_at_freeze=arg.strip,
         verbose=2,
     )
 

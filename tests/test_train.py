@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import quickstart
-from tfrobustprune import train_lib
+from tfrobustprune import config_check, train_lib
 from tfrobustprune.config_check import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -228,3 +229,65 @@ def test_resnet20_config_pgd_k_attack():
     with pytest.raises(ValueError, match=r"Received: attack='pgd0'"):
         resnet20_cifar10.get_config("attack=pgd0")
     assert resnet20_cifar10.get_config("attack=n_fgsm").attack.pgd_steps == 10
+
+
+def _strip_at_freeze_config():
+    config = _shrink(quickstart.get_config("epochs=3"), probe_size=0)  # no guard: a tiny run may "collapse"
+    config.train.freeze_epoch, config.train.strip_at_freeze = 2, True
+    return config
+
+
+def test_strip_at_freeze_trains_the_stripped_model_after_the_freeze(tmp_path):
+    config = _strip_at_freeze_config()
+    report = train_lib.run(config, str(tmp_path))
+    assert report["epochs"]["run"] == 3 and report["epochs"]["stripped_at"] == 2
+    assert len(report["history"]["loss"]) == 3
+    assert abs(report["cost"]["relative_error"]) <= 0.05
+    at_freeze = keras.models.load_model(tmp_path / train_lib.SLIM_FILE)
+    final = keras.models.load_model(tmp_path / "stripped.keras")
+    assert final.count_params() == at_freeze.count_params() == report["params"]["stripped"]
+    assert report["params"]["stripped"] < report["params"]["dense"]
+    # The epoch after the freeze trained the stripped model, on the schedule of the whole run.
+    assert any(not np.array_equal(a, b) for a, b in zip(final.get_weights(), at_freeze.get_weights()))
+    freeze = json.loads((tmp_path / train_lib.FREEZE_FILE).read_text())
+    assert freeze["optimizer_steps"] == 2 * (256 // 64)
+    assert freeze["widths"] == report["widths"]
+    assert report["gated_vs_stripped_max_abs_logit_diff"] <= 1e-4
+
+
+def test_strip_at_freeze_resumes_after_the_pruning_phase_without_redoing_it(tmp_path):
+    config = _strip_at_freeze_config()
+    first = train_lib.run(config, str(tmp_path))
+    # A run stopped during the stripped epochs: the pruning phase is kept, only the stripped epoch runs again.
+    for name in ("stripped.keras", "report.json"):
+        os.remove(tmp_path / name)
+    shutil.rmtree(tmp_path / train_lib.SLIM_BACKUP)
+    gated_mtime = os.path.getmtime(tmp_path / "gated.keras")
+    again = train_lib.run(config, str(tmp_path))
+    assert again["epochs"]["run"] == 1
+    assert os.path.getmtime(tmp_path / "gated.keras") == gated_mtime
+    assert again["widths"] == first["widths"] and again["params"] == first["params"]
+    # A finished run resumes to its checkpoint: no epoch runs and the final weights are those saved.
+    final = keras.models.load_model(tmp_path / "stripped.keras").get_weights()
+    done = train_lib.run(config, str(tmp_path))
+    assert done["epochs"]["run"] == 0
+    for a, b in zip(final, keras.models.load_model(tmp_path / "stripped.keras").get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_strip_at_freeze_needs_a_freeze_epoch_before_the_end():
+    config = _strip_at_freeze_config()
+    config.train.freeze_epoch = 3
+    with pytest.raises(ConfigError, match=r"config.train.freeze_epoch: .*strip_at_freeze.*Received: 3"):
+        train_lib.run(config, "/nonexistent/never/created")
+    fields = config.to_dict()
+    fields["train"].update(freeze_epoch=2, strip_at_freeze="yes")  # a ConfigDict would refuse the str itself
+    with pytest.raises(ConfigError, match=r"config.train.strip_at_freeze: expected a bool. Received: 'yes'"):
+        config_check.validate(fields)
+
+
+def test_resnet20_config_strip_arg():
+    from configs import resnet20_cifar10
+
+    assert resnet20_cifar10.get_config("strip,target=0.146").train.strip_at_freeze is True
+    assert resnet20_cifar10.get_config().train.strip_at_freeze is False

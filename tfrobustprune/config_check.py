@@ -18,6 +18,7 @@ OPTIONAL_FIELDS = {
     "train.importance_pressure": 0.0,
     "train.center_task_gradient": False,
     "train.target_glide_epochs": 0,
+    "train.strip_at_freeze": False,
     "guard.max_relative_drop": 0.5,
     "guard.fallback_steps": 0,
     "export.tflite": False,
@@ -172,6 +173,15 @@ def validate(config):
         "an integer >= 0 or None",
         freeze,
     )
+    strip_at_freeze = optional(config, "train.strip_at_freeze")
+    _require(isinstance(strip_at_freeze, bool), "train.strip_at_freeze", "a bool", strip_at_freeze)
+    if strip_at_freeze:
+        _require(
+            freeze is not None and freeze < epochs,
+            "train.freeze_epoch",
+            f"an epoch in [0, train.epochs={epochs}) with train.strip_at_freeze (the epoch to strip at)",
+            freeze,
+        )
 
     min_channels = _get(config, "gates.min_channels")
     _require(isinstance(min_channels, int) and min_channels >= 1, "gates.min_channels", "an integer >= 1", min_channels)

@@ -17,7 +17,11 @@ from tfrobustprune.robust_model import RobustPruneModel
 from tfrobustprune.strip import strip
 
 GATED_FILE, STRIPPED_FILE, REPORT_FILE = "gated.keras", "stripped.keras", "report.json"
+EPOCH_SECONDS_FILE = "epoch_seconds.json"
 CONFIG_FILE = "config.json"  # the config of the run whose checkpoint is in `workdir/backup`
+# `train.strip_at_freeze`: the model stripped at the gate freeze, the checkpoint of its epochs, and what the
+# pruning phase ended with (written last: its presence means the pruning phase is done).
+SLIM_FILE, SLIM_BACKUP, FREEZE_FILE = "stripped_at_freeze.keras", "backup_stripped", "freeze.json"
 # Fields a resumed run may change: where the data is, how much to print, what to evaluate and export after training.
 RESUME_FREE_FIELDS = ("data.path", "train.verbose")
 RESUME_FREE_PREFIXES = ("eval.", "export.")
@@ -62,19 +66,23 @@ def base_model(config, num_classes):
     return model
 
 
-def build_model(config, num_classes, steps_per_epoch):
+def build_model(config, num_classes, steps_per_epoch, base=None, target_ratio=None):
     """Builds and compiles the gated `RobustPruneModel` the config describes.
 
     Args:
         config: Validated `ConfigDict`.
         num_classes: Int.
         steps_per_epoch: Int, for the learning-rate schedule.
+        base: Optional ungated `keras.Model` to gate instead of `base_model(config, num_classes)`, e.g. the
+            model stripped at the freeze (`train.strip_at_freeze`).
+        target_ratio: Optional float overriding `config.train.target_ratio`.
 
     Returns:
         A compiled `RobustPruneModel`.
     """
-    network = gating.gate(base_model(config, num_classes), **config.gates)
+    network = gating.gate(base if base is not None else base_model(config, num_classes), **config.gates)
     train = config.train
+    target_ratio = train.target_ratio if target_ratio is None else target_ratio
     # "coupled": L2 added to the gradients (torch.optim.SGD semantics); "decoupled": Keras' SGD weight_decay.
     coupled_decay = config_check.weight_decay_mode(config) == "coupled"
     model = RobustPruneModel(
@@ -84,7 +92,7 @@ def build_model(config, num_classes, steps_per_epoch):
         step=config.attack.step or None,
         pgd_steps=config.attack.pgd_steps,
         cost_metric=train.cost,
-        target_ratio=train.target_ratio,
+        target_ratio=target_ratio,
         gate_learning_rate=train.gate_learning_rate,
         hw_loss=train.hw_loss,
         cost_sensitivity=config_check.optional(config, "train.cost_sensitivity"),
@@ -95,11 +103,11 @@ def build_model(config, num_classes, steps_per_epoch):
         name=f"robust_{network.name}",
     )
     floor = budget.min_ratio(network, train.cost, model.cost_model)
-    if train.target_ratio < floor:
+    if target_ratio < floor:
         raise config_check.ConfigError(
-            f"config.train.target_ratio: {train.target_ratio} is below the smallest {train.cost} ratio the "
+            f"config.train.target_ratio: {target_ratio} is below the smallest {train.cost} ratio the "
             f"floors allow ({floor:.4f}); raise it or lower gates.min_fraction / gates.min_channels. "
-            f"Received: {train.target_ratio!r}"
+            f"Received: {target_ratio!r}"
         )
     total_steps = max(1, train.epochs * steps_per_epoch)
     warmup_steps = min(total_steps - 1, train.lr_warmup_epochs * steps_per_epoch)
@@ -148,10 +156,15 @@ class EpochClock(keras.callbacks.Callback):
         model_io.write_json_atomic(self.path, {str(k): v for k, v in sorted(times.items())})
 
 
-def make_callbacks(config, workdir, split, epoch_variable):
+def make_callbacks(config, workdir, split, epoch_variable, stripped=False):
     """The fit callbacks, in order: the data epoch, RobustPruneCallback (it adds to the logs), the
-    non-finite-loss guard, the resumable backup, CSV and TensorBoard logs."""
+    non-finite-loss guard, the resumable backup, CSV and TensorBoard logs.
+
+    `stripped=True`: for the epochs after the freeze of a `train.strip_at_freeze` run (no hardware loss, gates
+    frozen open, the checkpoint in `SLIM_BACKUP`).
+    """
     train = config.train
+    backup = os.path.join(workdir, SLIM_BACKUP if stripped else "backup")
     probe = None
     if config.guard.probe_size:
         # A fixed batch of training images (as Wong et al. 2020 do): the validation split, on which the report's
@@ -161,22 +174,22 @@ def make_callbacks(config, workdir, split, epoch_variable):
     return [
         epoch_variable,
         RobustPruneCallback(
-            lambda_max=train.lambda_max,
+            lambda_max=0.0 if stripped else train.lambda_max,
             warmup_epochs=train.lambda_warmup_epochs,
             ramp_epochs=train.lambda_ramp_epochs,
-            freeze_epoch=train.freeze_epoch,
-            target_glide_epochs=config_check.optional(config, "train.target_glide_epochs"),
+            freeze_epoch=None if stripped else train.freeze_epoch,
+            target_glide_epochs=0 if stripped else config_check.optional(config, "train.target_glide_epochs"),
             probe_data=probe,
             probe_steps=config.guard.probe_steps,
             max_drop=config.guard.max_drop,
             max_relative_drop=config_check.optional(config, "guard.max_relative_drop"),
             fallback_steps=config_check.optional(config, "guard.fallback_steps"),
-            state_dir=os.path.join(workdir, "backup"),
+            state_dir=backup,
         ),
         nan_guard,
         # The clock writes before the backup: an epoch killed in between is redone and overwrites its time.
-        EpochClock(os.path.join(workdir, "epoch_seconds.json")),
-        SafeBackupAndRestore(os.path.join(workdir, "backup"), nan_guard),
+        EpochClock(os.path.join(workdir, EPOCH_SECONDS_FILE)),
+        SafeBackupAndRestore(backup, nan_guard),
         keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"), write_graph=False),
     ]
@@ -299,6 +312,68 @@ def record_config(config, workdir):
     model_io.write_json_atomic(os.path.join(workdir, CONFIG_FILE), json_form(config), indent=2)
 
 
+def _fit(model, train_ds, val_ds, callbacks, initial_epoch, epochs, verbose):
+    """`model.fit` from `initial_epoch` to `epochs` with `make_callbacks`' callbacks.
+
+    Returns:
+        `(model, RobustPruneCallback, History)`.
+
+    Raises:
+        TrainingError: when the loss became non-finite.
+    """
+    history = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        initial_epoch=initial_epoch,
+        epochs=epochs,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    nan_guard, backup = callbacks[2], callbacks[4]
+    if nan_guard.stopped_at is not None:
+        epoch, batch, loss = nan_guard.stopped_at
+        raise TrainingError(
+            f"loss became {loss} at epoch {epoch + 1}, batch {batch}; stopped on the weights of epoch {epoch}, "
+            f"checkpointed in {backup.backup_dir}. Lower train.learning_rate or "
+            "train.gate_learning_rate and run again with the same --workdir to resume."
+        )
+    return model, callbacks[1], history
+
+
+def fit_summary(model, guard):
+    """What a fit left: cost ratio and widths of the gated model, the guard's events, the attack, the step.
+
+    Args:
+        model: The `RobustPruneModel` after `fit`.
+        guard: Its `RobustPruneCallback`.
+
+    Returns:
+        JSON-ready dict: `achieved_ratio` (of `model.cost_metric`), `widths` (`{group: {"kept", "of"}}`),
+        `catastrophic_overfitting_at` and `fallback_at` (1-based epochs or None), `final_attack`,
+        `optimizer_steps`.
+    """
+    cost = model.cost_model
+    widths = cost.hard_widths()
+    return {
+        "achieved_ratio": cost.ratio(model.cost_metric),
+        "widths": {g.name: {"kept": widths[g.gid], "of": g.width} for g in cost.graph.groups if g.gate},
+        "catastrophic_overfitting_at": None if guard.collapsed_at is None else guard.collapsed_at + 1,
+        "fallback_at": None if guard.fallback_at is None else guard.fallback_at + 1,
+        "final_attack": model.attack if model.attack != "pgd" else f"pgd{model.pgd_steps}",
+        "optimizer_steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+    }
+
+
+def _carry_guard_state(pruning, state_dir):
+    """Starts the stripped model's guard where the pruning phase's left off: after a switch to PGD-K there,
+    it trains with PGD-K and a second collapse stops it. A guard state already in `state_dir` (a resumed
+    run) is kept."""
+    if pruning["fallback_at"] is None or os.path.exists(os.path.join(state_dir, "guard.json")):
+        return
+    state = {"best_acc": -1.0, "best_epoch": None, "fallback_at": pruning["fallback_at"] - 1}
+    model_io.write_json_atomic(os.path.join(state_dir, "guard.json"), state)
+
+
 def run(config, workdir):
     """Trains, strips, evaluates and writes the gated and stripped models and `report.json`.
 
@@ -334,24 +409,49 @@ def run(config, workdir):
         split.x_train, split.y_train, train.batch_size, seed=config.seed, epoch=epoch_variable.variable
     )
     val_ds = data.eval_dataset(split.x_val, split.y_val, 256)
-    callbacks = make_callbacks(config, workdir, split, epoch_variable)
     record_config(config, workdir)  # only now: a start that fails on its data or its target records nothing
-    guard, nan_guard, clock = callbacks[1], callbacks[2], callbacks[3]
-    history = model.fit(
-        train_ds, validation_data=val_ds, epochs=train.epochs, callbacks=callbacks, verbose=train.verbose
-    )
-    train_seconds = time.time() - started
-    if nan_guard.stopped_at is not None:
-        epoch, batch, loss = nan_guard.stopped_at
-        raise TrainingError(
-            f"loss became {loss} at epoch {epoch + 1}, batch {batch}; stopped on the weights of epoch {epoch}, "
-            f"checkpointed in {os.path.join(workdir, 'backup')}. Lower train.learning_rate or "
-            "train.gate_learning_rate and run again with the same --workdir to resume."
+    strip_at_freeze = config_check.optional(config, "train.strip_at_freeze")
+    freeze_path = os.path.join(workdir, FREEZE_FILE)
+    fits = []  # (model, guard, history) of each fit this process ran
+    if not (strip_at_freeze and os.path.exists(freeze_path)):
+        callbacks = make_callbacks(config, workdir, split, epoch_variable)
+        epochs = train.freeze_epoch if strip_at_freeze else train.epochs
+        fits.append(_fit(model, train_ds, val_ds, callbacks, 0, epochs, train.verbose))
+        network = model.network
+        model_io.save_keras_atomic(network, os.path.join(workdir, GATED_FILE))
+        pruning = fit_summary(model, callbacks[1])
+        if strip_at_freeze:
+            model_io.save_keras_atomic(strip(network), os.path.join(workdir, SLIM_FILE))
+            model_io.write_json_atomic(freeze_path, pruning, indent=2)
+    else:
+        with open(freeze_path) as f:
+            pruning = json.load(f)
+        logging.info("The pruning phase ended before (%s); training the stripped model on.", freeze_path)
+    if strip_at_freeze and pruning["catastrophic_overfitting_at"] is None:
+        slim = model_io.load_keras_model(os.path.join(workdir, SLIM_FILE))
+        model = build_model(config, split.num_classes, steps_per_epoch, base=slim, target_ratio=1.0)
+        model.freeze_gates()
+        model.optimizer.iterations.assign(pruning["optimizer_steps"])  # the schedule goes on where it was
+        _carry_guard_state(pruning, os.path.join(workdir, SLIM_BACKUP))
+        callbacks = make_callbacks(config, workdir, split, epoch_variable, stripped=True)
+        logging.info(
+            "Stripped at the freeze: %d -> %d parameters; training the stripped model for epochs %d-%d.",
+            dense_model.count_params(),
+            slim.count_params(),
+            train.freeze_epoch + 1,
+            train.epochs,
         )
+        fits.append(_fit(model, train_ds, val_ds, callbacks, train.freeze_epoch, train.epochs, train.verbose))
+    train_seconds = time.time() - started
 
-    network = model.network
-    model_io.save_keras_atomic(network, os.path.join(workdir, GATED_FILE))
-    slim = strip(network)
+    if strip_at_freeze and pruning["catastrophic_overfitting_at"] is not None:
+        # Stopped on catastrophic overfitting before the freeze (the guard's best weights): nothing trains on.
+        network = slim = model_io.load_keras_model(os.path.join(workdir, SLIM_FILE))
+        outcome = pruning
+    else:
+        network = model.network
+        slim = strip(network)
+        outcome = fit_summary(model, fits[-1][1]) if fits else pruning
     model_io.save_keras_atomic(slim, os.path.join(workdir, STRIPPED_FILE))
     check = split.x_val[:1000].astype("float32") / 255.0
     max_abs_diff = float(np.max(np.abs(network.predict(check, verbose=0) - slim.predict(check, verbose=0))))
@@ -370,9 +470,13 @@ def run(config, workdir):
         config.eval.pgd_step,
         config.eval.pgd_steps,
     )
-    cost = model.cost_model
-    achieved = cost.ratio(train.cost)
-    epoch_seconds = clock.seconds()
+    achieved = pruning["achieved_ratio"]
+    epoch_seconds = EpochClock(os.path.join(workdir, EPOCH_SECONDS_FILE)).seconds()
+    history = {}
+    for _, _, fit_history in fits:
+        for key, values in fit_history.history.items():
+            if "/" not in key:  # per-group widths are in `widths`, and a stripped model's groups have other names
+                history.setdefault(key, []).extend(float(v) for v in values)
     report = {
         "config": config.to_dict(),
         "data": {
@@ -389,21 +493,19 @@ def run(config, workdir):
             "achieved_ratio": achieved,
             "relative_error": achieved / train.target_ratio - 1.0,
         },
-        "widths": {
-            name: {"kept": width, "of": g.width}
-            for g in cost.graph.groups
-            if g.gate
-            for name, width in [(g.name, cost.hard_widths()[g.gid])]
-        },
+        "widths": pruning["widths"],
         "gated_vs_stripped_max_abs_logit_diff": max_abs_diff,
         "epochs": {
             "configured": train.epochs,
-            "run": len(history.epoch),  # by this process; a resumed run completed earlier ones before
+            # by this process; a resumed run completed earlier ones before
+            "run": sum(len(fit_history.epoch) for _, _, fit_history in fits),
             "timed": len(epoch_seconds),
-            "catastrophic_overfitting_at": None if guard.collapsed_at is None else guard.collapsed_at + 1,
+            "catastrophic_overfitting_at": outcome["catastrophic_overfitting_at"],
             # 1-based epoch after which the guard restored the best weights and trained on with PGD-K
-            "fallback_at": None if guard.fallback_at is None else guard.fallback_at + 1,
-            "final_attack": model.attack if model.attack != "pgd" else f"pgd{model.pgd_steps}",
+            "fallback_at": outcome["fallback_at"],
+            "final_attack": outcome["final_attack"],
+            # epochs trained with gates before the model was stripped (`train.strip_at_freeze`), else None
+            "stripped_at": train.freeze_epoch if strip_at_freeze else None,
         },
         # `train`: every timed epoch, across resumes; `this_process`: since this process started training.
         "wall_time_seconds": {
@@ -411,7 +513,7 @@ def run(config, workdir):
             "this_process": train_seconds,
             "total": time.time() - started,
         },
-        "history": {k: [float(v) for v in vals] for k, vals in history.history.items() if "/" not in k},
+        "history": history,
     }
     if config_check.optional(config, "export.tflite"):
         from tflite_export import export_and_verify  # optional stage; keeps the trainer import light

@@ -177,6 +177,12 @@ def main(argv):
         )
     from tfrobustprune import config_check, train_lib
 
+    if os.path.exists(os.path.join(_WORKDIR.value, train_lib.FREEZE_FILE)):
+        raise app.UsageError(
+            f"--workdir: a run stripped at the gate freeze (train.strip_at_freeze); its last epochs trained the "
+            f"stripped model ({train_lib.SLIM_BACKUP}/), which this script does not read: {CHECKPOINT} is the pruning "
+            f"phase's. Received: {_WORKDIR.value!r}"
+        )
     config = _CONFIG.value
     config_check.validate(config)
     recorded, name = train_lib.recorded_config(_WORKDIR.value)

@@ -250,9 +250,20 @@ def test_strip_at_freeze_trains_the_stripped_model_after_the_freeze(tmp_path):
     # The epoch after the freeze trained the stripped model, on the schedule of the whole run.
     assert any(not np.array_equal(a, b) for a, b in zip(final.get_weights(), at_freeze.get_weights()))
     freeze = json.loads((tmp_path / train_lib.FREEZE_FILE).read_text())
-    assert freeze["optimizer_steps"] == 2 * (256 // 64)
+    steps = 256 // 64
+    assert freeze["optimizer_steps"] == 2 * steps and report["epochs"]["optimizer_steps"] == 3 * steps
+    assert freeze["attack_counter"] > 0
     assert freeze["widths"] == report["widths"]
-    assert report["gated_vs_stripped_max_abs_logit_diff"] <= 1e-4
+    # The strip at the freeze is checked on the gated model of the pruning phase, with its closed channels.
+    gated_at_freeze = keras.models.load_model(tmp_path / train_lib.GATED_AT_FREEZE_FILE)
+    x = np.random.default_rng(0).random((8, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(at_freeze.predict(x, verbose=0), gated_at_freeze.predict(x, verbose=0), atol=1e-4)
+    assert report["gated_vs_stripped_max_abs_logit_diff"] == freeze["gated_vs_stripped_max_abs_logit_diff"] <= 1e-4
+    # gated.keras is the final model, gated: it strips to stripped.keras.
+    gated = keras.models.load_model(tmp_path / "gated.keras")
+    np.testing.assert_allclose(gated.predict(x, verbose=0), final.predict(x, verbose=0), atol=1e-4)
+    # Cost ratios in the history stay relative to the dense model after the switch.
+    assert report["history"]["hard_cost_ratio"][-1] == pytest.approx(report["cost"]["achieved_ratio"])
 
 
 def test_strip_at_freeze_resumes_after_the_pruning_phase_without_redoing_it(tmp_path):
@@ -262,10 +273,10 @@ def test_strip_at_freeze_resumes_after_the_pruning_phase_without_redoing_it(tmp_
     for name in ("stripped.keras", "report.json"):
         os.remove(tmp_path / name)
     shutil.rmtree(tmp_path / train_lib.SLIM_BACKUP)
-    gated_mtime = os.path.getmtime(tmp_path / "gated.keras")
+    gated_mtime = os.path.getmtime(tmp_path / train_lib.GATED_AT_FREEZE_FILE)
     again = train_lib.run(config, str(tmp_path))
     assert again["epochs"]["run"] == 1
-    assert os.path.getmtime(tmp_path / "gated.keras") == gated_mtime
+    assert os.path.getmtime(tmp_path / train_lib.GATED_AT_FREEZE_FILE) == gated_mtime
     assert again["widths"] == first["widths"] and again["params"] == first["params"]
     # A finished run resumes to its checkpoint: no epoch runs and the final weights are those saved.
     final = keras.models.load_model(tmp_path / "stripped.keras").get_weights()
@@ -273,6 +284,12 @@ def test_strip_at_freeze_resumes_after_the_pruning_phase_without_redoing_it(tmp_
     assert done["epochs"]["run"] == 0
     for a, b in zip(final, keras.models.load_model(tmp_path / "stripped.keras").get_weights()):
         np.testing.assert_array_equal(a, b)
+    # The stripped phase's checkpoint alone is also only resumed under the same config.
+    shutil.rmtree(tmp_path / "backup")
+    changed = _strip_at_freeze_config()
+    changed.train.learning_rate = 0.5
+    with pytest.raises(ConfigError, match="learning_rate"):
+        train_lib.run(changed, str(tmp_path))
 
 
 def test_strip_at_freeze_needs_a_freeze_epoch_before_the_end():

@@ -22,6 +22,9 @@ CONFIG_FILE = "config.json"  # the config of the run whose checkpoint is in `wor
 # `train.strip_at_freeze`: the model stripped at the gate freeze, the checkpoint of its epochs, and what the
 # pruning phase ended with (written last: its presence means the pruning phase is done).
 SLIM_FILE, SLIM_BACKUP, FREEZE_FILE = "stripped_at_freeze.keras", "backup_stripped", "freeze.json"
+GATED_AT_FREEZE_FILE = "gated_at_freeze.keras"
+# History series measured against the model being trained: after a strip at the freeze, against the stripped one.
+COST_RATIO_SERIES = ("cost_ratio", "val_cost_ratio", "hard_cost_ratio", "hw_target")
 # Fields a resumed run may change: where the data is, how much to print, what to evaluate and export after training.
 RESUME_FREE_FIELDS = ("data.path", "train.verbose")
 RESUME_FREE_PREFIXES = ("eval.", "export.")
@@ -281,7 +284,8 @@ def recorded_config(workdir):
 def check_resumed_config(config, workdir):
     """Refuses to resume a checkpoint in `workdir` that was trained with another config.
 
-    A run resumes from `workdir/backup` (kept after the run ends). Resuming it under a changed config (another
+    A run resumes from `workdir/backup` or, after a strip at the freeze, `workdir/backup_stripped` (both kept
+    after the run ends). Resuming it under a changed config (another
     target, attack, schedule, or a config file whose defaults changed since) would mix two experiments in one
     report. The checkpoint's config is `recorded_config(workdir)`; a checkpoint without one is accepted with a
     warning.
@@ -293,7 +297,7 @@ def check_resumed_config(config, workdir):
     Raises:
         ConfigError: naming each differing field with its recorded and its current value.
     """
-    if not os.path.exists(os.path.join(workdir, "backup", "training_metadata.json")):
+    if not any(os.path.exists(os.path.join(workdir, d, "training_metadata.json")) for d in ("backup", SLIM_BACKUP)):
         return
     recorded, name = recorded_config(workdir)
     if recorded is None:
@@ -350,7 +354,7 @@ def fit_summary(model, guard):
     Returns:
         JSON-ready dict: `achieved_ratio` (of `model.cost_metric`), `widths` (`{group: {"kept", "of"}}`),
         `catastrophic_overfitting_at` and `fallback_at` (1-based epochs or None), `final_attack`,
-        `optimizer_steps`.
+        `optimizer_steps`, `attack_counter` (the training attack's random-start count).
     """
     cost = model.cost_model
     widths = cost.hard_widths()
@@ -361,7 +365,16 @@ def fit_summary(model, guard):
         "fallback_at": None if guard.fallback_at is None else guard.fallback_at + 1,
         "final_attack": model.attack if model.attack != "pgd" else f"pgd{model.pgd_steps}",
         "optimizer_steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+        "attack_counter": int(keras.ops.convert_to_numpy(model.attack_counter)),
     }
+
+
+def _logit_diff(gated, slim, images):
+    """Max abs logit difference of a gated model and its stripped copy on `images` (warns above 1e-4)."""
+    diff = float(np.max(np.abs(gated.predict(images, verbose=0) - slim.predict(images, verbose=0))))
+    if diff > 1e-4:
+        logging.warning("Stripped model differs from the gated one by %.3g (max abs logit).", diff)
+    return diff
 
 
 def _carry_guard_state(pruning, state_dir):
@@ -412,26 +425,31 @@ def run(config, workdir):
     record_config(config, workdir)  # only now: a start that fails on its data or its target records nothing
     strip_at_freeze = config_check.optional(config, "train.strip_at_freeze")
     freeze_path = os.path.join(workdir, FREEZE_FILE)
+    check = split.x_val[:1000].astype("float32") / 255.0  # images on which stripping must not change the logits
     fits = []  # (model, guard, history) of each fit this process ran
     if not (strip_at_freeze and os.path.exists(freeze_path)):
         callbacks = make_callbacks(config, workdir, split, epoch_variable)
         epochs = train.freeze_epoch if strip_at_freeze else train.epochs
         fits.append(_fit(model, train_ds, val_ds, callbacks, 0, epochs, train.verbose))
-        network = model.network
-        model_io.save_keras_atomic(network, os.path.join(workdir, GATED_FILE))
         pruning = fit_summary(model, callbacks[1])
         if strip_at_freeze:
-            model_io.save_keras_atomic(strip(network), os.path.join(workdir, SLIM_FILE))
+            model_io.save_keras_atomic(model.network, os.path.join(workdir, GATED_AT_FREEZE_FILE))
+            slim = strip(model.network)
+            pruning["gated_vs_stripped_max_abs_logit_diff"] = _logit_diff(model.network, slim, check)
+            model_io.save_keras_atomic(slim, os.path.join(workdir, SLIM_FILE))
             model_io.write_json_atomic(freeze_path, pruning, indent=2)
     else:
         with open(freeze_path) as f:
             pruning = json.load(f)
         logging.info("The pruning phase ended before (%s); training the stripped model on.", freeze_path)
-    if strip_at_freeze and pruning["catastrophic_overfitting_at"] is None:
+    collapsed_before_strip = strip_at_freeze and pruning["catastrophic_overfitting_at"] is not None
+    if strip_at_freeze and not collapsed_before_strip:
         slim = model_io.load_keras_model(os.path.join(workdir, SLIM_FILE))
         model = build_model(config, split.num_classes, steps_per_epoch, base=slim, target_ratio=1.0)
         model.freeze_gates()
-        model.optimizer.iterations.assign(pruning["optimizer_steps"])  # the schedule goes on where it was
+        # The schedule and the attack's random starts go on where they were; the momentum starts afresh.
+        model.optimizer.iterations.assign(pruning["optimizer_steps"])
+        model.attack_counter.assign(pruning["attack_counter"])
         _carry_guard_state(pruning, os.path.join(workdir, SLIM_BACKUP))
         callbacks = make_callbacks(config, workdir, split, epoch_variable, stripped=True)
         logging.info(
@@ -444,19 +462,23 @@ def run(config, workdir):
         fits.append(_fit(model, train_ds, val_ds, callbacks, train.freeze_epoch, train.epochs, train.verbose))
     train_seconds = time.time() - started
 
-    if strip_at_freeze and pruning["catastrophic_overfitting_at"] is not None:
-        # Stopped on catastrophic overfitting before the freeze (the guard's best weights): nothing trains on.
-        network = slim = model_io.load_keras_model(os.path.join(workdir, SLIM_FILE))
+    if collapsed_before_strip:
+        # Stopped on catastrophic overfitting before the freeze, on the guard's best weights: nothing trained on.
+        model_io.save_keras_atomic(
+            model_io.load_keras_model(os.path.join(workdir, GATED_AT_FREEZE_FILE)), os.path.join(workdir, GATED_FILE)
+        )
+        slim = model_io.load_keras_model(os.path.join(workdir, SLIM_FILE))
         outcome = pruning
     else:
-        network = model.network
-        slim = strip(network)
+        model_io.save_keras_atomic(model.network, os.path.join(workdir, GATED_FILE))
+        slim = strip(model.network)
         outcome = fit_summary(model, fits[-1][1]) if fits else pruning
     model_io.save_keras_atomic(slim, os.path.join(workdir, STRIPPED_FILE))
-    check = split.x_val[:1000].astype("float32") / 255.0
-    max_abs_diff = float(np.max(np.abs(network.predict(check, verbose=0) - slim.predict(check, verbose=0))))
-    if max_abs_diff > 1e-4:
-        logging.warning("Stripped model differs from the gated one by %.3g (max abs logit).", max_abs_diff)
+    if strip_at_freeze:
+        # The surgery that matters is the one at the freeze; after it the gates are all open (an exact strip).
+        max_abs_diff = pruning["gated_vs_stripped_max_abs_logit_diff"]
+    else:
+        max_abs_diff = _logit_diff(model.network, slim, check)
 
     logging.info(
         "Evaluating natural and PGD-%d accuracy on %d validation images.", config.eval.pgd_steps, len(split.y_val)
@@ -473,10 +495,13 @@ def run(config, workdir):
     achieved = pruning["achieved_ratio"]
     epoch_seconds = EpochClock(os.path.join(workdir, EPOCH_SECONDS_FILE)).seconds()
     history = {}
-    for _, _, fit_history in fits:
+    for fit_model, _, fit_history in fits:
+        # After a strip at the freeze the cost ratios are the stripped model's (1.0): rescale them to the dense one's.
+        scale = achieved if fit_model.target_ratio == 1.0 and strip_at_freeze else 1.0
         for key, values in fit_history.history.items():
-            if "/" not in key:  # per-group widths are in `widths`, and a stripped model's groups have other names
-                history.setdefault(key, []).extend(float(v) for v in values)
+            if "/" not in key:  # per-group widths are in `widths`
+                factor = scale if key in COST_RATIO_SERIES else 1.0
+                history.setdefault(key, []).extend(float(v) * factor for v in values)
     report = {
         "config": config.to_dict(),
         "data": {
@@ -505,7 +530,8 @@ def run(config, workdir):
             "fallback_at": outcome["fallback_at"],
             "final_attack": outcome["final_attack"],
             # epochs trained with gates before the model was stripped (`train.strip_at_freeze`), else None
-            "stripped_at": train.freeze_epoch if strip_at_freeze else None,
+            "stripped_at": (pruning["catastrophic_overfitting_at"] or train.freeze_epoch) if strip_at_freeze else None,
+            "optimizer_steps": outcome["optimizer_steps"],
         },
         # `train`: every timed epoch, across resumes; `this_process`: since this process started training.
         "wall_time_seconds": {

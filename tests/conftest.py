@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny real-image batch and small (gated) ResNets, CPU, seconds."""
 
+import importlib.util
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -10,6 +11,16 @@ import pytest  # noqa: E402
 
 import tfrobustprune  # noqa: E402
 from tfrobustprune import data, models  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_benchmark(name):
+    """Imports `benchmarks/<name>.py` (not a package) as a module, so that tests can call its functions."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "benchmarks", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

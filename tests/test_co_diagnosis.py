@@ -1,18 +1,13 @@
-import importlib.util
 import json
 import os
 
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def co_diagnosis():
-    spec = importlib.util.spec_from_file_location("co_diagnosis", os.path.join(ROOT, "benchmarks", "co_diagnosis.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("co_diagnosis")
 
 
 @pytest.mark.parametrize(

@@ -1,20 +1,12 @@
-import importlib.util
-import os
-
 import pytest
+from conftest import load_benchmark
 
 from tfrobustprune import models
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def bias_script():
-    path = os.path.join(ROOT, "benchmarks", "gate_gradient_bias.py")
-    spec = importlib.util.spec_from_file_location("gate_gradient_bias", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gate_gradient_bias")
 
 
 def test_only_the_group_the_classifier_reads_without_a_norm_gets_a_net_push(bias_script, sample):

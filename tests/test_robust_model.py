@@ -388,6 +388,28 @@ def test_guard_falls_back_to_pgd_after_a_relative_collapse_and_remembers_it(samp
     assert resumed.attack == "pgd" and again.fallback_at == 1
 
 
+def test_seed_fallback_starts_a_new_fit_in_pgd_and_keeps_an_existing_state(sample, monkeypatch, tmp_path):
+    state_dir = str(tmp_path / "continued")
+    assert RobustPruneCallback.seed_fallback(state_dir, 4)
+    assert not RobustPruneCallback.seed_fallback(state_dir, 7)  # a resumed run's state is not overwritten
+    with pytest.raises(ValueError, match="fallback_at"):
+        RobustPruneCallback.seed_fallback(str(tmp_path / "other"), -1)
+
+    keras.utils.set_random_seed(0)
+    model = _compiled(tfrobustprune.gate(tfrobustprune.models.cifar_resnet(depth=8, width=4)), attack="n_fgsm")
+    callback = RobustPruneCallback(
+        probe_data=(sample.x_val[:16], sample.y_val[:16]), fallback_steps=2, state_dir=state_dir
+    )
+    monkeypatch.setattr(callback, "_probe_pgd_accuracy", lambda: 0.3)
+    x, y = sample.x_train[:32].astype("float32") / 255, sample.y_train[:32]
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[callback])
+    assert (model.attack, model.pgd_steps, callback.fallback_at) == ("pgd", 2, 4)
+
+    without_fallback = RobustPruneCallback(probe_data=(sample.x_val[:16], sample.y_val[:16]), state_dir=state_dir)
+    with pytest.raises(ValueError, match="fallback_steps"):
+        model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[without_fallback])
+
+
 def test_robust_prune_model_config_round_trip(tiny_gated_model):
     model = RobustPruneModel(
         tiny_gated_model, attack="n_fgsm", target_ratio=0.3, cost_metric="params", cost_sensitivity=0.25

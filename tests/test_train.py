@@ -10,6 +10,7 @@ import pytest
 
 from configs import quickstart
 from tfrobustprune import config_check, train_lib
+from tfrobustprune.callback import RobustPruneCallback
 from tfrobustprune.config_check import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -290,6 +291,24 @@ def test_strip_at_freeze_resumes_after_the_pruning_phase_without_redoing_it(tmp_
     changed.train.learning_rate = 0.5
     with pytest.raises(ConfigError, match="learning_rate"):
         train_lib.run(changed, str(tmp_path))
+
+
+def test_strip_at_freeze_carries_a_switch_to_pgd_into_the_stripped_phase(tmp_path, monkeypatch):
+    config = _shrink(quickstart.get_config("epochs=3"))
+    config.train.freeze_epoch, config.train.strip_at_freeze = 2, True
+    config.guard.fallback_steps = 2
+    # Probed PGD accuracy: a relative collapse at epoch 2 (0.05 < half of 0.3), then steady.
+    probed = iter([0.3, 0.05, 0.3, 0.3])
+    monkeypatch.setattr(RobustPruneCallback, "_probe_pgd_accuracy", lambda self: next(probed))
+    report = train_lib.run(config, str(tmp_path))
+    freeze = json.loads((tmp_path / train_lib.FREEZE_FILE).read_text())
+    assert freeze["fallback_at"] == 2 and freeze["final_attack"] == "pgd2"
+    # The stripped model trained its epoch with PGD-2 too, and its guard knows the switch.
+    epochs = report["epochs"]
+    assert epochs["run"] == 3 and epochs["final_attack"] == "pgd2"
+    assert epochs["fallback_at"] == 2 and epochs["catastrophic_overfitting_at"] is None
+    guard = json.loads((tmp_path / train_lib.SLIM_BACKUP / "guard.json").read_text())
+    assert guard["fallback_at"] == 1
 
 
 def test_strip_at_freeze_needs_a_freeze_epoch_before_the_end():

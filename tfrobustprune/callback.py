@@ -159,8 +159,18 @@ class RobustPruneCallback(keras.callbacks.Callback):
             )
         self._load_state()
 
+    @staticmethod
+    def _state_paths_in(state_dir):
+        return os.path.join(state_dir, "guard.json"), os.path.join(state_dir, "guard_best_weights.npz")
+
     def _state_paths(self):
-        return os.path.join(self.state_dir, "guard.json"), os.path.join(self.state_dir, "guard_best_weights.npz")
+        return self._state_paths_in(self.state_dir)
+
+    @staticmethod
+    def _write_meta(meta_path, best_acc, best_epoch, fallback_at):
+        model_io.write_json_atomic(
+            meta_path, {"best_acc": best_acc, "best_epoch": best_epoch, "fallback_at": fallback_at}
+        )
 
     def _save_state(self):
         if not self.state_dir:
@@ -169,9 +179,35 @@ class RobustPruneCallback(keras.callbacks.Callback):
         meta_path, weights_path = self._state_paths()
         if self._best_weights is not None:
             model_io.write_npz_atomic(weights_path, *self._best_weights)
-        model_io.write_json_atomic(
-            meta_path, {"best_acc": self._best_acc, "best_epoch": self._best_epoch, "fallback_at": self.fallback_at}
-        )
+        self._write_meta(meta_path, self._best_acc, self._best_epoch, self.fallback_at)
+
+    @classmethod
+    def seed_fallback(cls, state_dir, fallback_at):
+        """Makes the callback that will resume from `state_dir` start in the fallback attack.
+
+        For a fit that continues another one that had already switched to PGD
+        (e.g. the stripped model trained on after the freeze): the new fit trains
+        with PGD-`fallback_steps` from its first epoch, and a second collapse
+        stops it. A state already in `state_dir` (a resumed run) is kept.
+
+        Args:
+            state_dir: The `state_dir` of the callback that will continue.
+            fallback_at: 0-based epoch at which the earlier fit switched to PGD.
+
+        Returns:
+            True if the state was written, False if `state_dir` already held one.
+
+        Raises:
+            ValueError: If `fallback_at` is not an integer >= 0.
+        """
+        if int(fallback_at) != fallback_at or fallback_at < 0:
+            raise ValueError(f"`fallback_at` must be an integer >= 0. Received: fallback_at={fallback_at}")
+        meta_path = cls._state_paths_in(state_dir)[0]
+        if os.path.exists(meta_path):
+            return False
+        os.makedirs(state_dir, exist_ok=True)
+        cls._write_meta(meta_path, -1.0, None, int(fallback_at))
+        return True
 
     def _load_state(self):
         if not self.state_dir or not os.path.exists(self._state_paths()[0]):

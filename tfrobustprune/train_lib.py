@@ -377,16 +377,6 @@ def _logit_diff(gated, slim, images):
     return diff
 
 
-def _carry_guard_state(pruning, state_dir):
-    """Starts the stripped model's guard where the pruning phase's left off: after a switch to PGD-K there,
-    it trains with PGD-K and a second collapse stops it. A guard state already in `state_dir` (a resumed
-    run) is kept."""
-    if pruning["fallback_at"] is None or os.path.exists(os.path.join(state_dir, "guard.json")):
-        return
-    state = {"best_acc": -1.0, "best_epoch": None, "fallback_at": pruning["fallback_at"] - 1}
-    model_io.write_json_atomic(os.path.join(state_dir, "guard.json"), state)
-
-
 def run(config, workdir):
     """Trains, strips, evaluates and writes the gated and stripped models and `report.json`.
 
@@ -450,7 +440,8 @@ def run(config, workdir):
         # The schedule and the attack's random starts go on where they were; the momentum starts afresh.
         model.optimizer.iterations.assign(pruning["optimizer_steps"])
         model.attack_counter.assign(pruning["attack_counter"])
-        _carry_guard_state(pruning, os.path.join(workdir, SLIM_BACKUP))
+        if pruning["fallback_at"] is not None:  # switched to PGD before the freeze: so does the stripped model
+            RobustPruneCallback.seed_fallback(os.path.join(workdir, SLIM_BACKUP), pruning["fallback_at"] - 1)
         callbacks = make_callbacks(config, workdir, split, epoch_variable, stripped=True)
         logging.info(
             "Stripped at the freeze: %d -> %d parameters; training the stripped model for epochs %d-%d.",
@@ -464,15 +455,14 @@ def run(config, workdir):
 
     if collapsed_before_strip:
         # Stopped on catastrophic overfitting before the freeze, on the guard's best weights: nothing trained on.
-        model_io.save_keras_atomic(
-            model_io.load_keras_model(os.path.join(workdir, GATED_AT_FREEZE_FILE)), os.path.join(workdir, GATED_FILE)
-        )
+        with open(os.path.join(workdir, GATED_AT_FREEZE_FILE), "rb") as f:
+            model_io.write_bytes_atomic(os.path.join(workdir, GATED_FILE), f.read())
         slim = model_io.load_keras_model(os.path.join(workdir, SLIM_FILE))
         outcome = pruning
     else:
         model_io.save_keras_atomic(model.network, os.path.join(workdir, GATED_FILE))
         slim = strip(model.network)
-        outcome = fit_summary(model, fits[-1][1]) if fits else pruning
+        outcome = fit_summary(model, fits[-1][1]) if strip_at_freeze else pruning
     model_io.save_keras_atomic(slim, os.path.join(workdir, STRIPPED_FILE))
     if strip_at_freeze:
         # The surgery that matters is the one at the freeze; after it the gates are all open (an exact strip).

@@ -33,8 +33,8 @@ _MODELS = flags.DEFINE_list(
 _CONFIG_ARG = flags.DEFINE_string(
     "config_arg", "cost=params,target=0.584", "configs/resnet20_cifar10.py argument (attack, decay, freeze epoch)."
 )
-_ROUNDS = flags.DEFINE_integer("rounds", 3, "Alternating measurement rounds.")
-_STEPS = flags.DEFINE_integer("steps", 10, "Training steps per round and model.")
+_ROUNDS = flags.DEFINE_integer("rounds", 3, "Alternating measurement rounds.", lower_bound=1)
+_STEPS = flags.DEFINE_integer("steps", 10, "Training steps per round and model.", lower_bound=2)
 _OUT = flags.DEFINE_string("out", os.path.join(REPO, "benchmarks", "results", "strip_cost.json"), "Result JSON path.")
 
 

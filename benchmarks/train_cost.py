@@ -17,8 +17,8 @@ import time
 from absl import app, flags
 from fit_throughput import images_per_second, machine
 
-_ROUNDS = flags.DEFINE_integer("rounds", 5, "Alternating measurement rounds.")
-_STEPS = flags.DEFINE_integer("steps", 20, "Training steps per round and model.")
+_ROUNDS = flags.DEFINE_integer("rounds", 5, "Alternating measurement rounds.", lower_bound=1)
+_STEPS = flags.DEFINE_integer("steps", 20, "Training steps per round and model.", lower_bound=2)
 _BATCH = flags.DEFINE_integer("batch_size", 128, "Batch size.")
 _OUT = flags.DEFINE_string(
     "out", os.path.join(os.path.dirname(__file__), "results", "train_cost.json"), "Result JSON path."

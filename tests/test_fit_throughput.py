@@ -10,13 +10,23 @@ def throughput():
     return load_benchmark("fit_throughput")
 
 
-def test_images_per_second_times_the_steps_after_the_first(throughput, sample, monkeypatch):
+def test_images_per_second_times_the_steps_after_the_first(throughput, sample):
     model = models.cifar_resnet(depth=8, width=4)
     model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     dataset = data.train_dataset(sample.x_train[:64], sample.y_train[:64], 16).repeat()
     # A fake clock: one second per step end, whatever `fit` does before the first or after the last.
     ticks = iter(range(100))
-    monkeypatch.setattr(throughput.time, "perf_counter", lambda: float(next(ticks)))
-    assert throughput.images_per_second(model, dataset, 4, 16) == pytest.approx(16.0)  # 3 steps x 16 in 3 s
-    with pytest.raises(ValueError, match="Received: 1"):
+    assert throughput.images_per_second(model, dataset, 4, 16, clock=lambda: float(next(ticks))) == pytest.approx(16.0)
+    # With two steps per call of the train function, the 2 s between the ends of calls 1 and 3 hold 4 steps.
+    model.compile(
+        optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), steps_per_execution=2
+    )
+    ticks = iter(range(100))
+    assert throughput.images_per_second(model, dataset, 6, 16, clock=lambda: float(next(ticks))) == pytest.approx(
+        4 * 16 / 2
+    )
+    with pytest.raises(ValueError, match="Received: steps=1"):
         throughput.images_per_second(model, dataset, 1, 16)
+    finite = data.train_dataset(sample.x_train[:16], sample.y_train[:16], 16)  # one batch, not repeated
+    with pytest.raises(ValueError, match="is `dataset` repeated"):
+        throughput.images_per_second(model, finite, 4, 16)

@@ -1,3 +1,4 @@
+import keras
 import pytest
 from conftest import load_benchmark
 
@@ -10,6 +11,7 @@ def bias_script():
 
 
 def test_only_the_group_the_classifier_reads_without_a_norm_gets_a_net_push(bias_script, sample):
+    keras.utils.set_random_seed(0)
     model = models.cifar_resnet(depth=8, width=8)
     x = sample.x_train[:128].astype("float32") / 255.0
     result = bias_script.gate_gradients(model, x, sample.y_train[:128], batches=1, pgd_steps=1)
@@ -18,8 +20,9 @@ def test_only_the_group_the_classifier_reads_without_a_norm_gets_a_net_push(bias
     for name, row in result.items():
         assert row["mean_abs"] > 0 and 0.0 <= row["fraction_closing"] <= 1.0
         if name != last_stream[0]:  # scale-invariant under the batch norm downstream: zero-sum across channels
-            assert abs(row["mean"]) < 1e-4 * row["mean_abs"], name
-    assert abs(result[last_stream[0]]["mean"]) > 1e-3 * result[last_stream[0]]["mean_abs"]
+            # float32 round-off: up to ~1.1e-4 of mean_abs over seeds 0-4 and the suite's RNG states
+            assert abs(row["mean"]) < 1e-3 * row["mean_abs"], name
+    assert abs(result[last_stream[0]]["mean"]) > 0.1 * result[last_stream[0]]["mean_abs"]  # 0.76-0.95 measured
 
 
 def test_too_many_batches_are_refused(bias_script, sample):

@@ -392,8 +392,11 @@ def test_seed_fallback_starts_a_new_fit_in_pgd_and_keeps_an_existing_state(sampl
     state_dir = str(tmp_path / "continued")
     assert RobustPruneCallback.seed_fallback(state_dir, 4)
     assert not RobustPruneCallback.seed_fallback(state_dir, 7)  # a resumed run's state is not overwritten
-    with pytest.raises(ValueError, match="fallback_at"):
-        RobustPruneCallback.seed_fallback(str(tmp_path / "other"), -1)
+    for bad in (-1, 2.5, None, True):
+        with pytest.raises(ValueError, match=f"Received: fallback_at={bad!r}"):
+            RobustPruneCallback.seed_fallback(str(tmp_path / "other"), bad)
+    with pytest.raises(ValueError, match="Received: state_dir=None"):
+        RobustPruneCallback.seed_fallback(None, 1)
 
     keras.utils.set_random_seed(0)
     model = _compiled(tfrobustprune.gate(tfrobustprune.models.cifar_resnet(depth=8, width=4)), attack="n_fgsm")

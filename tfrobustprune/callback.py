@@ -1,6 +1,7 @@
 """`RobustPruneCallback`: lambda schedule, gate freeze, catastrophic-overfitting guard, width logs."""
 
 import json
+import numbers
 import os
 
 import keras
@@ -200,8 +201,10 @@ class RobustPruneCallback(keras.callbacks.Callback):
         Raises:
             ValueError: If `fallback_at` is not an integer >= 0.
         """
-        if int(fallback_at) != fallback_at or fallback_at < 0:
-            raise ValueError(f"`fallback_at` must be an integer >= 0. Received: fallback_at={fallback_at}")
+        if isinstance(fallback_at, bool) or not isinstance(fallback_at, numbers.Integral) or fallback_at < 0:
+            raise ValueError(f"`fallback_at` must be an integer >= 0. Received: fallback_at={fallback_at!r}")
+        if not state_dir:
+            raise ValueError(f"`state_dir` must be a directory path. Received: state_dir={state_dir!r}")
         meta_path = cls._state_paths_in(state_dir)[0]
         if os.path.exists(meta_path):
             return False

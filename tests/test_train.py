@@ -298,7 +298,7 @@ def test_strip_at_freeze_carries_a_switch_to_pgd_into_the_stripped_phase(tmp_pat
     config.train.freeze_epoch, config.train.strip_at_freeze = 2, True
     config.guard.fallback_steps = 2
     # Probed PGD accuracy: a relative collapse at epoch 2 (0.05 < half of 0.3), then steady.
-    probed = iter([0.3, 0.05, 0.3, 0.3])
+    probed = iter([0.3, 0.05, 0.3, 0.3, 0.3, 0.3])
     monkeypatch.setattr(RobustPruneCallback, "_probe_pgd_accuracy", lambda self: next(probed))
     report = train_lib.run(config, str(tmp_path))
     freeze = json.loads((tmp_path / train_lib.FREEZE_FILE).read_text())
@@ -307,8 +307,14 @@ def test_strip_at_freeze_carries_a_switch_to_pgd_into_the_stripped_phase(tmp_pat
     epochs = report["epochs"]
     assert epochs["run"] == 3 and epochs["final_attack"] == "pgd2"
     assert epochs["fallback_at"] == 2 and epochs["catastrophic_overfitting_at"] is None
-    guard = json.loads((tmp_path / train_lib.SLIM_BACKUP / "guard.json").read_text())
-    assert guard["fallback_at"] == 1
+    guard_path = tmp_path / train_lib.SLIM_BACKUP / "guard.json"
+    guard = json.loads(guard_path.read_text())
+    assert guard["fallback_at"] == 1 and guard["best_epoch"] is not None
+    # Resumed with the stripped phase's state on disk: that state is kept, not re-seeded from the freeze.
+    os.remove(tmp_path / "report.json")
+    again = train_lib.run(config, str(tmp_path))
+    assert again["epochs"]["run"] == 0 and again["epochs"]["final_attack"] == "pgd2"
+    assert json.loads(guard_path.read_text()) == guard
 
 
 def test_strip_at_freeze_needs_a_freeze_epoch_before_the_end():

@@ -1,10 +1,18 @@
-"""Shared by the training-cost benchmarks: `fit` throughput and a description of the machine."""
+"""Shared by the training-cost benchmarks: `fit` throughput, the trainer-step set-up and the machine."""
 
 import os
 import platform
+import sys
 import time
 
 import keras
+from absl import app, flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OURS_MODELS = [
+    os.path.join(REPO, "benchmarks", "results", "models", name)
+    for name in ("resnet20_ours_0.16M_coupled.keras", "resnet20_ours_0.04M.keras")
+]
 
 
 class _StepClock(keras.callbacks.Callback):
@@ -65,3 +73,54 @@ def machine():
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
     }
+
+
+def define_trainer_step_flags(name, models_help, config_arg_help):
+    """Defines the flags of a benchmark that times the trainer's step on stripped models.
+
+    Args:
+        name: Str, the benchmark's name (default `--out` is `benchmarks/results/<name>.json`).
+        models_help: Str, help of `--models` (default: the table's ours models).
+        config_arg_help: Str, help of `--config_arg` (a configs/resnet20_cifar10.py argument).
+
+    Returns:
+        Dict of flag holders: `models`, `config_arg`, `rounds`, `steps`, `out`.
+    """
+    return {
+        "models": flags.DEFINE_list("models", OURS_MODELS, models_help),
+        "config_arg": flags.DEFINE_string("config_arg", "cost=params,target=0.584", config_arg_help),
+        "rounds": flags.DEFINE_integer("rounds", 3, "Alternating measurement rounds.", lower_bound=1),
+        "steps": flags.DEFINE_integer("steps", 10, "Training steps per round and model.", lower_bound=2),
+        "out": flags.DEFINE_string(
+            "out", os.path.join(REPO, "benchmarks", "results", f"{name}.json"), "Result JSON path."
+        ),
+    }
+
+
+def trainer_step_setup(model_paths, config_arg):
+    """Checks `--models`, resolves the config and makes the shipped sample's repeated training dataset.
+
+    Args:
+        model_paths: List of `.keras` paths (`--models`).
+        config_arg: Str, the configs/resnet20_cifar10.py argument.
+
+    Returns:
+        `(config, dataset)`: the `ConfigDict` and a repeated `tf.data.Dataset` of training batches of
+        `config.train.batch_size` real CIFAR-10 images (seed 0).
+
+    Raises:
+        app.UsageError: If a model file does not exist.
+    """
+    for path in model_paths:
+        if not os.path.exists(path):
+            raise app.UsageError(f"--models: no such file. Received: {path}")
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)  # configs/
+    from configs import resnet20_cifar10
+    from tfrobustprune import data
+
+    config = resnet20_cifar10.get_config(config_arg)
+    keras.utils.set_random_seed(0)
+    sample = data.load_sample()
+    dataset = data.train_dataset(sample.x_train, sample.y_train, config.train.batch_size, seed=0).repeat()
+    return config, dataset

@@ -19,43 +19,24 @@ import statistics
 import sys
 import time
 
-from absl import app, flags
-from fit_throughput import images_per_second, machine
+from absl import app
+from fit_throughput import REPO, define_trainer_step_flags, images_per_second, machine, trainer_step_setup
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODELS = os.path.join(REPO, "benchmarks", "results", "models")
-
-_MODELS = flags.DEFINE_list(
-    "models",
-    [os.path.join(MODELS, "resnet20_ours_0.16M_coupled.keras"), os.path.join(MODELS, "resnet20_ours_0.04M.keras")],
+FLAGS = define_trainer_step_flags(
+    "strip_cost",
     "Stripped ResNet20 .keras files to time against the gated ResNet20.",
+    "configs/resnet20_cifar10.py argument (attack, decay, freeze epoch).",
 )
-_CONFIG_ARG = flags.DEFINE_string(
-    "config_arg", "cost=params,target=0.584", "configs/resnet20_cifar10.py argument (attack, decay, freeze epoch)."
-)
-_ROUNDS = flags.DEFINE_integer("rounds", 3, "Alternating measurement rounds.", lower_bound=1)
-_STEPS = flags.DEFINE_integer("steps", 10, "Training steps per round and model.", lower_bound=2)
-_OUT = flags.DEFINE_string("out", os.path.join(REPO, "benchmarks", "results", "strip_cost.json"), "Result JSON path.")
 
 
 def main(argv):
     del argv
-    sys.path.insert(0, REPO)  # configs/
-    import keras
-
-    from configs import resnet20_cifar10
-    from tfrobustprune import data, model_io, train_lib
+    config, dataset = trainer_step_setup(FLAGS["models"].value, FLAGS["config_arg"].value)
+    from tfrobustprune import model_io, train_lib
     from tfrobustprune.cost import count_macs
 
-    for path in _MODELS.value:
-        if not os.path.exists(path):
-            raise app.UsageError(f"--models: no such file. Received: {path}")
-    config = resnet20_cifar10.get_config(_CONFIG_ARG.value)
     train = config.train
-    keras.utils.set_random_seed(0)
-    sample = data.load_sample()
     batch = train.batch_size
-    dataset = data.train_dataset(sample.x_train, sample.y_train, batch, seed=0).repeat()
 
     def frozen(base=None):
         model = train_lib.build_model(config, 10, 100, base=base, target_ratio=None if base is None else 1.0)
@@ -65,7 +46,7 @@ def main(argv):
     dense = train_lib.base_model(config, 10)
     rows = {"gated": {"model": "resnet20, gated (any target)", "train": frozen()}}
     rows["gated"].update(params=dense.count_params(), macs=count_macs(dense))
-    for path in _MODELS.value:
+    for path in FLAGS["models"].value:
         stripped = model_io.load_keras_model(path)
         rows[os.path.basename(path)] = {
             "model": os.path.relpath(path, REPO),
@@ -76,9 +57,9 @@ def main(argv):
     for row in rows.values():  # trace and warm up
         images_per_second(row["train"], dataset, 2, batch)
     rates = {name: [] for name in rows}
-    for round_index in range(_ROUNDS.value):
+    for round_index in range(FLAGS["rounds"].value):
         for name, row in rows.items():
-            rates[name].append(images_per_second(row["train"], dataset, _STEPS.value, batch))
+            rates[name].append(images_per_second(row["train"], dataset, FLAGS["steps"].value, batch))
         print(f"round {round_index + 1}: " + ", ".join(f"{n} {r[-1]:.0f} img/s" for n, r in rates.items()), flush=True)
 
     gated_rate = statistics.median(rates["gated"])
@@ -100,7 +81,7 @@ def main(argv):
     result = {
         "benchmark": "strip_cost",
         "command": "python benchmarks/strip_cost.py " + " ".join(sys.argv[1:]),
-        "config": f"configs/resnet20_cifar10.py:{_CONFIG_ARG.value}",
+        "config": f"configs/resnet20_cifar10.py:{FLAGS['config_arg'].value}",
         "attack": config.attack.name,
         "batch_size": batch,
         "epochs": train.epochs,
@@ -110,7 +91,7 @@ def main(argv):
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    model_io.write_json_atomic(_OUT.value, result, indent=2)
+    model_io.write_json_atomic(FLAGS["out"].value, result, indent=2)
     for name, row in results.items():
         print(
             f"{name}: {row['params']} params, {row['macs'] / 1e6:.1f}M MACs, {row['images_per_second']:.0f} img/s, "

@@ -138,6 +138,8 @@ def test_config_changes_compares_json_forms_and_fills_absent_optional_fields():
     assert train_lib.config_changes(older, config) == ["train.cost_sensitivity: 1.0 -> 0.0"]
     config.init_model = None
     assert train_lib.config_changes(older, config) == ["train.cost_sensitivity: 1.0 -> 0.0"]  # None means ""
+    config.train.jit_compile = True  # how the step is computed, not which experiment: resumable either way
+    assert train_lib.config_changes(older, config) == ["train.cost_sensitivity: 1.0 -> 0.0"]
 
 
 def test_nan_loss_stops_on_the_last_good_weights(sample):

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -333,3 +334,30 @@ def test_resnet20_config_strip_arg():
 
     assert resnet20_cifar10.get_config("strip,target=0.146").train.strip_at_freeze is True
     assert resnet20_cifar10.get_config().train.strip_at_freeze is False
+
+
+def test_jit_compile_trains_with_xla_through_the_strip_at_freeze(tmp_path):
+    config = _strip_at_freeze_config()
+    config.train.jit_compile = True
+    split = train_lib.load_data(config)
+    assert train_lib.build_model(config, split.num_classes, 4).jit_compile is True
+    report = train_lib.run(config, str(tmp_path))
+    assert report["epochs"]["run"] == 3 and report["epochs"]["stripped_at"] == 2
+    assert all(np.isfinite(report["history"]["loss"]))
+    assert report["gated_vs_stripped_max_abs_logit_diff"] <= 1e-4
+    assert abs(report["cost"]["relative_error"]) <= 0.05
+    # Absent, the field means Keras' "auto": no XLA on this CPU-only machine.
+    del config.train["jit_compile"]
+    assert train_lib.build_model(config, split.num_classes, 4).jit_compile is False
+
+
+@pytest.mark.parametrize("value", [1, 0, "yes", None])
+def test_jit_compile_takes_a_bool_or_auto(value):
+    fields = _strip_at_freeze_config().to_dict()
+    fields["train"]["jit_compile"] = value
+    expected = f"config.train.jit_compile: expected one of [True, False, 'auto']. Received: {value!r}"
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        config_check.validate(fields)
+    for valid in (True, False, "auto"):
+        fields["train"]["jit_compile"] = valid
+        config_check.validate(fields)

@@ -6,6 +6,8 @@ from tfrobustprune.robust_model import HW_LOSSES
 
 # How `train.weight_decay` is applied: added to the gradients (torch.optim.SGD) or by Keras' SGD beside the update.
 WEIGHT_DECAY_MODES = ("coupled", "decoupled")
+# `train.jit_compile`, passed to `Model.compile`: "auto" (Keras: XLA off on a CPU-only machine), or XLA on / off.
+JIT_COMPILE_MODES = (True, False, "auto")
 
 # Fields added after the first configs were written, and what a config without one means: the behaviour before the
 # field existed. The trainer reads them through `optional`; `train_lib.config_changes` compares with them.
@@ -19,6 +21,7 @@ OPTIONAL_FIELDS = {
     "train.center_task_gradient": False,
     "train.target_glide_epochs": 0,
     "train.strip_at_freeze": False,
+    "train.jit_compile": "auto",
     "guard.max_relative_drop": 0.5,
     "guard.fallback_steps": 0,
     "export.tflite": False,
@@ -175,6 +178,13 @@ def validate(config):
     )
     strip_at_freeze = optional(config, "train.strip_at_freeze")
     _require(isinstance(strip_at_freeze, bool), "train.strip_at_freeze", "a bool", strip_at_freeze)
+    jit_compile = optional(config, "train.jit_compile")
+    _require(
+        isinstance(jit_compile, bool) or jit_compile == "auto",  # not `in`: 1 == True
+        "train.jit_compile",
+        f"one of {list(JIT_COMPILE_MODES)}",
+        jit_compile,
+    )
     if strip_at_freeze:
         _require(
             freeze is not None and freeze < epochs,

@@ -26,7 +26,9 @@ GATED_AT_FREEZE_FILE = "gated_at_freeze.keras"
 # History series measured against the model being trained: after a strip at the freeze, against the stripped one.
 COST_RATIO_SERIES = ("cost_ratio", "val_cost_ratio", "hard_cost_ratio", "hw_target")
 # Fields a resumed run may change: where the data is, how much to print, what to evaluate and export after training.
-RESUME_FREE_FIELDS = ("data.path", "train.verbose")
+# `train.jit_compile` changes how the same step is computed (XLA also draws other numbers for the same
+# stateless seed), not the experiment: a run may resume with XLA switched on or off.
+RESUME_FREE_FIELDS = ("data.path", "train.verbose", "train.jit_compile")
 RESUME_FREE_PREFIXES = ("eval.", "export.")
 
 
@@ -127,7 +129,7 @@ def build_model(config, num_classes, steps_per_epoch, base=None, target_ratio=No
         nesterov=True,
         weight_decay=None if coupled_decay else (train.weight_decay or None),
     )
-    model.compile(optimizer=optimizer)
+    model.compile(optimizer=optimizer, jit_compile=config_check.optional(config, "train.jit_compile"))
     return model
 
 

@@ -297,6 +297,7 @@ def test_strip_at_freeze_resumes_after_the_pruning_phase_without_redoing_it(tmp_
 def test_strip_at_freeze_carries_a_switch_to_pgd_into_the_stripped_phase(tmp_path, monkeypatch):
     config = _shrink(quickstart.get_config("epochs=3"))
     config.train.freeze_epoch, config.train.strip_at_freeze = 2, True
+    config.train.jit_compile = True  # also: XLA recompiles the step on the switch, and around the strip
     config.guard.fallback_steps = 2
     # Probed PGD accuracy: a relative collapse at epoch 2 (0.05 < half of 0.3), then steady.
     probed = iter([0.3, 0.05, 0.3, 0.3, 0.3, 0.3])
@@ -336,19 +337,12 @@ def test_resnet20_config_strip_arg():
     assert resnet20_cifar10.get_config().train.strip_at_freeze is False
 
 
-def test_jit_compile_trains_with_xla_through_the_strip_at_freeze(tmp_path):
+def test_jit_compile_reaches_the_model():
     config = _strip_at_freeze_config()
-    config.train.jit_compile = True
     split = train_lib.load_data(config)
+    assert train_lib.build_model(config, split.num_classes, 4).jit_compile is False  # absent: "auto", CPU: off
+    config.train.jit_compile = True
     assert train_lib.build_model(config, split.num_classes, 4).jit_compile is True
-    report = train_lib.run(config, str(tmp_path))
-    assert report["epochs"]["run"] == 3 and report["epochs"]["stripped_at"] == 2
-    assert all(np.isfinite(report["history"]["loss"]))
-    assert report["gated_vs_stripped_max_abs_logit_diff"] <= 1e-4
-    assert abs(report["cost"]["relative_error"]) <= 0.05
-    # Absent, the field means Keras' "auto": no XLA on this CPU-only machine.
-    del config.train["jit_compile"]
-    assert train_lib.build_model(config, split.num_classes, 4).jit_compile is False
 
 
 @pytest.mark.parametrize("value", [1, 0, "yes", None])

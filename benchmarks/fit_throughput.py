@@ -78,6 +78,9 @@ def machine():
 def define_trainer_step_flags(name, models_help, config_arg_help):
     """Defines the flags of a benchmark that times the trainer's step on stripped models.
 
+    The flags are absl's global ones: call it once per process, at import (a second call raises
+    `absl.flags.DuplicateFlagError`).
+
     Args:
         name: Str, the benchmark's name (default `--out` is `benchmarks/results/<name>.json`).
         models_help: Str, help of `--models` (default: the table's ours models).

@@ -188,6 +188,8 @@ def train(row_dir, config_arg):
 
 def trained_summary(report):
     """Epochs, training seconds (all timed epochs, across resumes) and overfitting epoch of a trainer report."""
+    from tfrobustprune import config_check
+
     epochs = report["epochs"]
     stopped = epochs["catastrophic_overfitting_at"]
     return {
@@ -197,6 +199,8 @@ def trained_summary(report):
         "catastrophic_overfitting_at": stopped,
         "fallback_at": epochs.get("fallback_at"),
         "final_attack": epochs.get("final_attack"),
+        # how the step was compiled (XLA or not): it changes `train_seconds`, not the experiment
+        "jit_compile": config_check.optional(report["config"], "train.jit_compile"),
     }
 
 
@@ -282,6 +286,7 @@ def run_row(name, context):
             "catastrophic_overfitting_at": tuned["catastrophic_overfitting_at"],
             "fallback_at": tuned["fallback_at"],
             "final_attack": tuned["final_attack"],
+            "jit_compile": {"dense": dense["jit_compile"], "finetune": tuned["jit_compile"]},
             "method": f"dense {dense['epochs']} ep ({_attack_text(dense)}) + L1-norm filter pruning{allocation} + "
             f"{tuned['epochs']} ep {_attack_text(tuned)}{_recipe_text()}",
         }
@@ -339,6 +344,7 @@ def run_tfmot_row(row_dir, size, dense):
         "train_seconds": dense["train_seconds"] + peer["train_seconds"],
         "timed_epochs": dense["timed_epochs"] + peer.get("timed_epochs", peer["epochs"]),
         "catastrophic_overfitting_at": None,
+        "jit_compile": {"dense": dense["jit_compile"], "finetune": False},  # tf_keras' step, never XLA-compiled
         "method": f"dense {dense['epochs']} ep + TFMOT prune_low_magnitude during {peer['epochs']} ep {peer['attack']}"
         f"{_recipe_text()}",
     }

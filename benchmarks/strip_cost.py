@@ -7,7 +7,8 @@ After the gate freeze a gated ResNet20 still computes every channel (closed
 ones are multiplied by zero), whatever its target; a stripped model computes
 only the kept ones. Each model trains the training step of
 `configs/resnet20_cifar10.py` (N-FGSM, coupled weight decay, gates frozen) on
-the shipped sample of real CIFAR-10 images, batch 128, in alternating rounds
+the shipped sample of real CIFAR-10 images, batch 128, compiled as the config
+says (`train.jit_compile`: XLA since the twelfth session), in alternating rounds
 (a busy machine slows all alike), and the median per round is kept. For each
 stripped model the benchmark also gives the wall time of a whole 30-epoch run
 with `strip` relative to one without (the first `freeze_epoch` epochs gated,
@@ -84,6 +85,7 @@ def main(argv):
         "config": f"configs/resnet20_cifar10.py:{FLAGS['config_arg'].value}",
         "attack": config.attack.name,
         "batch_size": batch,
+        "jit_compile": bool(rows["gated"]["train"].jit_compile),  # XLA or not, as Keras resolved the config's value
         "epochs": train.epochs,
         "freeze_epoch": train.freeze_epoch,
         "gated_images_per_second": gated_rate,

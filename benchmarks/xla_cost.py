@@ -1,6 +1,6 @@
 """What XLA (`train.jit_compile`) does to the training step of configs/resnet20_cifar10.py on this machine.
 
-    python benchmarks/xla_cost.py --rounds=5 --steps=10
+    python benchmarks/xla_cost.py --rounds=3 --steps=10
 
 Keras compiles a model's step with XLA only on an accelerator by default
 (`jit_compile="auto"`); on a CPU the step runs op by op. Each row builds the
@@ -8,8 +8,9 @@ trainer's model (`train_lib.build_model`: N-FGSM, coupled weight decay, gates
 and hardware loss) twice, once per `train.jit_compile` setting, and trains both
 on the shipped sample of real CIFAR-10 images, batch 128, in alternating rounds
 (a busy machine slows all alike); the median per round is kept. Rows: the gated
-ResNet20 in the pruning phase (hardware loss on, gates moving) and each
-`--models` stripped model after the freeze (`strip`). The first call of each
+ResNet20 in the pruning phase (hardware loss on, gates moving), the gated
+ResNet20 after the freeze (gates frozen: the last epochs of a run without
+`strip`) and each `--models` stripped model after the freeze (`strip`). The first call of each
 model (tracing, and XLA's compilation) is timed apart: a run pays it once per
 fit and per switch of phase.
 """
@@ -42,6 +43,12 @@ def main(argv):
         model.hw_lambda.assign(1.0)  # gates move under the hardware loss, as between gate_start and the freeze
         return model
 
+    def frozen_phase(jit_compile):
+        config.train.jit_compile = jit_compile
+        model = train_lib.build_model(config, 10, 100)
+        model.freeze_gates()
+        return model
+
     def stripped_phase(path):
         def build(jit_compile):
             config.train.jit_compile = jit_compile
@@ -51,7 +58,7 @@ def main(argv):
 
         return build
 
-    builders = {"gated, pruning phase": pruning_phase}
+    builders = {"gated, pruning phase": pruning_phase, "gated, gates frozen": frozen_phase}
     builders.update({f"stripped {os.path.basename(p)}": stripped_phase(p) for p in FLAGS["models"].value})
     models, first_call_seconds = {}, {}
     for row, build in builders.items():

@@ -1,6 +1,7 @@
 """Helpers shared by the experiment configs."""
 
 import ml_collections
+from ml_collections import config_dict
 
 _TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
 
@@ -45,3 +46,19 @@ def parse_arg(arg, **defaults):
                     f"Config arg {key!r} must be a {type(default).__name__}. Received: {key}={value!r}"
                 ) from error
     return ml_collections.ConfigDict(parsed)
+
+
+def jit_compile_field(value):
+    """`train.jit_compile` as a field that `--config.train.jit_compile=` may set to `true`, `false` or `auto`.
+
+    A plain bool field would be parsed as a bool flag (refusing `auto`), a plain
+    str one would keep `true` a string; an `object`-typed reference is parsed
+    as a literal, so each value arrives as the trainer expects it.
+
+    Args:
+        value: True, False or "auto".
+
+    Returns:
+        An `ml_collections.FieldReference` of type `object`.
+    """
+    return config_dict.FieldReference(value, field_type=object)

@@ -48,6 +48,7 @@ def get_config(arg=None):
         # Few steps per epoch on the sample: larger gate steps than on full CIFAR-10.
         gate_learning_rate=0.05,
         freeze_epoch=arg.epochs - 4,  # the last epochs train weights only
+        jit_compile=common.jit_compile_field("auto"),  # Keras' choice: XLA on an accelerator, not on a CPU
         verbose=2,
     )
 

@@ -1,5 +1,7 @@
 """The config files' argument parsing and the ResNet20 config's gate-method defaults."""
 
+import sys
+
 import pytest
 
 from configs import common, resnet20_cifar10
@@ -36,3 +38,18 @@ def test_dense_runs_record_what_a_config_without_the_gate_fields_means():
         assert train[field] == config_check.OPTIONAL_FIELDS[f"train.{field}"]
     pruning = resnet20_cifar10.get_config("").train
     assert (pruning.cost_sensitivity, pruning.importance_pressure, pruning.center_task_gradient) == (0.0, 1.0, True)
+
+
+@pytest.mark.parametrize("config_file", ["configs/resnet20_cifar10.py", "configs/quickstart.py"])
+@pytest.mark.parametrize("flag,expected", [("auto", "auto"), ("true", True), ("false", False), ("yes", "yes")])
+def test_jit_compile_override_arrives_as_the_trainer_reads_it(monkeypatch, config_file, flag, expected):
+    from absl import flags
+    from ml_collections import config_flags
+
+    argv = ["train", f"--config={config_file}", f"--config.train.jit_compile={flag}"]
+    monkeypatch.setattr(sys, "argv", argv)  # config_flags reads its overrides from sys.argv
+    flag_values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, flag_values=flag_values)
+    flag_values(argv)
+    value = flag_values.config.train.jit_compile
+    assert value == expected and type(value) is type(expected)  # "yes" is then refused by config_check.validate

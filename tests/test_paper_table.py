@@ -117,6 +117,8 @@ def fake_train(row_dir, config_arg):
     return {"epochs": {"configured": 3, "catastrophic_overfitting_at": None, "run": 3,
                        "fallback_at": 1 if "init_model" in config_arg else None,
                        "final_attack": "pgd2" if "init_model" in config_arg else None},
+            # the dense run predates train.jit_compile; the fine-tuning compiled with XLA
+            "config": {"train": {"jit_compile": True}} if "init_model" in config_arg else {"train": {}},
             "wall_time_seconds": {"train": 2.0}}
 
 paper_table.train = fake_train
@@ -125,7 +127,7 @@ row = paper_table.run_row("l1widths_0.16M", context)
 pruned = model_io.load_keras_model(os.path.join(sys.argv[2], "l1widths_0.16M", "l1_pruned.keras"))
 ours = model_io.load_keras_model(context["ours_0.16M"]["model"])
 print(json.dumps({"calls": calls, "method": row["method"], "epochs": row["epochs"],
-                  "fallback_at": row["fallback_at"], "same_widths":
+                  "fallback_at": row["fallback_at"], "jit_compile": row["jit_compile"], "same_widths":
                   magnitude.group_widths(pruned) == magnitude.group_widths(ours),
                   "default_rows": list(paper_table.ROWS)}))
 """
@@ -155,6 +157,7 @@ def test_l1widths_row_prunes_the_dense_model_to_the_widths_of_ours(tmp_path):
     assert out["same_widths"]
     assert "to the widths of ours_0.16M" in out["method"] and "pgd2 after epoch 1" in out["method"]
     assert out["epochs"] == 6 and out["fallback_at"] == 1
+    assert out["jit_compile"] == {"dense": "auto", "finetune": True}  # a report without the field: "auto"
     assert "l1widths_0.16M" not in out["default_rows"]  # diagnostic: only when --rows names it
     configs = out["calls"][1::2]
     assert [c.endswith(",decay=coupled") for c in configs] == [True, True, True]  # the default rule, named
@@ -180,7 +183,7 @@ calls = []
 def fake_train(row_dir, config_arg):
     calls.append(config_arg)
     return {"epochs": {"configured": 30, "catastrophic_overfitting_at": None, "run": 30},
-            "wall_time_seconds": {"train": 2.0}}
+            "config": {"train": {"jit_compile": True}}, "wall_time_seconds": {"train": 2.0}}
 
 paper_table.train = fake_train
 row = paper_table.run_row("ours_0.16M", {})

@@ -171,6 +171,7 @@ def test_target_below_the_floors_is_refused_before_training(tmp_path):
         ("--config.model_name=vgg", "model_name"),
         ("--config.data.source=hub", "data.source"),
         ("--config.gates.min_channels=99", "gates.min_channels"),
+        ("--config.train.jit_compile=yes", "train.jit_compile"),
     ],
 )
 def test_bad_config_values_exit_2_with_one_line(tmp_path, override, field):

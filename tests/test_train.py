@@ -13,6 +13,7 @@ from configs import quickstart
 from tfrobustprune import config_check, train_lib
 from tfrobustprune.callback import RobustPruneCallback
 from tfrobustprune.config_check import ConfigError
+from tfrobustprune.robust_model import RobustPruneModel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -309,6 +310,7 @@ def test_strip_at_freeze_carries_a_switch_to_pgd_into_the_stripped_phase(tmp_pat
     epochs = report["epochs"]
     assert epochs["run"] == 3 and epochs["final_attack"] == "pgd2"
     assert epochs["fallback_at"] == 2 and epochs["catastrophic_overfitting_at"] is None
+    assert report["jit_compile"] == [True, True]  # both fits compiled with XLA, as configured
     guard_path = tmp_path / train_lib.SLIM_BACKUP / "guard.json"
     guard = json.loads(guard_path.read_text())
     assert guard["fallback_at"] == 1 and guard["best_epoch"] is not None
@@ -337,12 +339,18 @@ def test_resnet20_config_strip_arg():
     assert resnet20_cifar10.get_config().train.strip_at_freeze is False
 
 
-def test_jit_compile_reaches_the_model():
+def test_jit_compile_reaches_the_model(monkeypatch):
+    passed = []
+    compile_model = RobustPruneModel.compile
+    monkeypatch.setattr(
+        RobustPruneModel, "compile", lambda self, **kwargs: passed.append(kwargs) or compile_model(self, **kwargs)
+    )
     config = _strip_at_freeze_config()
-    split = train_lib.load_data(config)
-    assert train_lib.build_model(config, split.num_classes, 4).jit_compile is False  # absent: "auto", CPU: off
+    del config.train["jit_compile"]  # a config written before the field: Keras' "auto"
+    train_lib.build_model(config, 10, 4)
     config.train.jit_compile = True
-    assert train_lib.build_model(config, split.num_classes, 4).jit_compile is True
+    assert train_lib.build_model(config, 10, 4).jit_compile is True
+    assert [kwargs["jit_compile"] for kwargs in passed] == ["auto", True]
 
 
 @pytest.mark.parametrize("value", [1, 0, "yes", None])
@@ -355,3 +363,8 @@ def test_jit_compile_takes_a_bool_or_auto(value):
     for valid in (True, False, "auto"):
         fields["train"]["jit_compile"] = valid
         config_check.validate(fields)
+    # Keras drops XLA under op determinism, with only a warning: the combination is refused instead.
+    fields["deterministic"] = True
+    config_check.validate({**fields, "train": {**fields["train"], "jit_compile": "auto"}})
+    with pytest.raises(ConfigError, match=r"config.train.jit_compile: expected False or 'auto' with determ"):
+        config_check.validate({**fields, "train": {**fields["train"], "jit_compile": True}})

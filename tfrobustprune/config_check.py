@@ -180,9 +180,17 @@ def validate(config):
     _require(isinstance(strip_at_freeze, bool), "train.strip_at_freeze", "a bool", strip_at_freeze)
     jit_compile = optional(config, "train.jit_compile")
     _require(
-        isinstance(jit_compile, bool) or jit_compile == "auto",  # not `in`: 1 == True
-        "train.jit_compile",
+        any(jit_compile is mode if isinstance(mode, bool) else jit_compile == mode for mode in JIT_COMPILE_MODES),
+        "train.jit_compile",  # compared by identity for the bools: 1 == True
         f"one of {list(JIT_COMPILE_MODES)}",
+        jit_compile,
+    )
+    deterministic = optional(config, "deterministic")
+    _require(isinstance(deterministic, bool), "deterministic", "a bool", deterministic)
+    _require(
+        not (deterministic and jit_compile is True),
+        "train.jit_compile",
+        "False or 'auto' with deterministic=True (Keras compiles without XLA under op determinism)",
         jit_compile,
     )
     if strip_at_freeze:

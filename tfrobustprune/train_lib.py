@@ -26,8 +26,8 @@ GATED_AT_FREEZE_FILE = "gated_at_freeze.keras"
 # History series measured against the model being trained: after a strip at the freeze, against the stripped one.
 COST_RATIO_SERIES = ("cost_ratio", "val_cost_ratio", "hard_cost_ratio", "hw_target")
 # Fields a resumed run may change: where the data is, how much to print, what to evaluate and export after training.
-# `train.jit_compile` changes how the same step is computed (XLA also draws other numbers for the same
-# stateless seed), not the experiment: a run may resume with XLA switched on or off.
+# Where the data is, how much to print, and `train.jit_compile`: how the same step is computed (XLA also draws
+# other numbers for the same stateless seed), not the experiment; a run may resume with XLA switched (warned).
 RESUME_FREE_FIELDS = ("data.path", "train.verbose", "train.jit_compile")
 RESUME_FREE_PREFIXES = ("eval.", "export.")
 
@@ -247,7 +247,8 @@ def config_changes(recorded, current):
 
     A field in `config_check.OPTIONAL_FIELDS` that one side lacks counts as the value its absence means; `None`
     and `""` mean the same for `init_model`. Fields in `RESUME_FREE_FIELDS` or under `RESUME_FREE_PREFIXES` (where
-    the data is, how much to print, what to evaluate and export afterwards) are not compared.
+    the data is, how much to print, whether XLA compiles the step, what to evaluate and export afterwards) are not
+    compared.
 
     Args:
         recorded: `ConfigDict` or dict, e.g. a report's or `config.json`'s `config`.
@@ -306,6 +307,15 @@ def check_resumed_config(config, workdir):
         logging.warning("%s holds a checkpoint with no recorded config; resuming it under this one.", workdir)
         return
     changes = config_changes(recorded, config)
+    recorded_jit = config_check.optional(recorded, "train.jit_compile")
+    if not changes and recorded_jit != config_check.optional(config, "train.jit_compile"):
+        logging.warning(
+            "Resuming %s with train.jit_compile=%r; its earlier epochs ran with %r (XLA changes the speed and "
+            "the attack's random starts, not the experiment).",
+            workdir,
+            config_check.optional(config, "train.jit_compile"),
+            recorded_jit,
+        )
     if changes:
         raise config_check.ConfigError(
             f"--workdir={workdir} holds a checkpoint trained with another config (recorded in {name}); pass the "
@@ -356,7 +366,8 @@ def fit_summary(model, guard):
     Returns:
         JSON-ready dict: `achieved_ratio` (of `model.cost_metric`), `widths` (`{group: {"kept", "of"}}`),
         `catastrophic_overfitting_at` and `fallback_at` (1-based epochs or None), `final_attack`,
-        `optimizer_steps`, `attack_counter` (the training attack's random-start count).
+        `optimizer_steps`, `attack_counter` (the training attack's random-start count), `jit_compile` (whether
+        the step was compiled with XLA: the config's value as Keras resolved it).
     """
     cost = model.cost_model
     widths = cost.hard_widths()
@@ -368,6 +379,7 @@ def fit_summary(model, guard):
         "final_attack": model.attack if model.attack != "pgd" else f"pgd{model.pgd_steps}",
         "optimizer_steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
         "attack_counter": int(keras.ops.convert_to_numpy(model.attack_counter)),
+        "jit_compile": bool(model.jit_compile),
     }
 
 
@@ -526,6 +538,8 @@ def run(config, workdir):
             "optimizer_steps": outcome["optimizer_steps"],
         },
         # `train`: every timed epoch, across resumes; `this_process`: since this process started training.
+        # Whether each fit of this process compiled its step with XLA (pruning phase, then the stripped one).
+        "jit_compile": [bool(fit_model.jit_compile) for fit_model, _, _ in fits],
         "wall_time_seconds": {
             "train": float(sum(epoch_seconds.values())),
             "this_process": train_seconds,

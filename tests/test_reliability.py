@@ -118,6 +118,10 @@ def test_resumed_config_check(tmp_path, caplog):
     other.data.path, other.train.verbose = "/elsewhere", 0  # where the data is and how much to print may change
     other.eval.pgd_steps, other.export.tflite = 3, True  # so may what is measured and exported afterwards
     train_lib.check_resumed_config(other, workdir)
+    assert "jit_compile" not in caplog.text
+    other.train.jit_compile = True  # and whether XLA compiles the step, said in a warning
+    train_lib.check_resumed_config(other, workdir)
+    assert "with train.jit_compile=True; its earlier epochs ran with 'auto'" in caplog.text
     other.train.target_ratio, other.attack.name = 0.2, "n_fgsm"
     with pytest.raises(config_check.ConfigError, match=r"Received: attack.name: 'fgsm_rs' -> 'n_fgsm'; train.target"):
         train_lib.check_resumed_config(other, workdir)

@@ -25,9 +25,9 @@ SLIM_FILE, SLIM_BACKUP, FREEZE_FILE = "stripped_at_freeze.keras", "backup_stripp
 GATED_AT_FREEZE_FILE = "gated_at_freeze.keras"
 # History series measured against the model being trained: after a strip at the freeze, against the stripped one.
 COST_RATIO_SERIES = ("cost_ratio", "val_cost_ratio", "hard_cost_ratio", "hw_target")
-# Fields a resumed run may change: where the data is, how much to print, what to evaluate and export after training.
-# Where the data is, how much to print, and `train.jit_compile`: how the same step is computed (XLA also draws
-# other numbers for the same stateless seed), not the experiment; a run may resume with XLA switched (warned).
+# Fields a resumed run may change: where the data is, how much to print, what to evaluate and export after training,
+# and `train.jit_compile`, how the same step is computed (XLA also draws other numbers for the same stateless
+# seed), not which experiment; a run may resume with XLA switched (warned).
 RESUME_FREE_FIELDS = ("data.path", "train.verbose", "train.jit_compile")
 RESUME_FREE_PREFIXES = ("eval.", "export.")
 

@@ -127,3 +127,20 @@ def trainer_step_setup(model_paths, config_arg):
     sample = data.load_sample()
     dataset = data.train_dataset(sample.x_train, sample.y_train, config.train.batch_size, seed=0).repeat()
     return config, dataset
+
+
+def post_freeze_model(config, base=None):
+    """The trainer's model as it trains after the gate freeze, compiled as `config` says.
+
+    Args:
+        config: A configs/resnet20_cifar10.py `ConfigDict`.
+        base: Optional stripped `keras.Model`; None for the gated ResNet20 (at the config's target).
+
+    Returns:
+        A compiled `RobustPruneModel` with frozen gates.
+    """
+    from tfrobustprune import train_lib
+
+    model = train_lib.build_model(config, 10, 100, base=base, target_ratio=None if base is None else 1.0)
+    model.freeze_gates()
+    return model

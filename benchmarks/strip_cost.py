@@ -21,7 +21,14 @@ import sys
 import time
 
 from absl import app
-from fit_throughput import REPO, define_trainer_step_flags, images_per_second, machine, trainer_step_setup
+from fit_throughput import (
+    REPO,
+    define_trainer_step_flags,
+    images_per_second,
+    machine,
+    post_freeze_model,
+    trainer_step_setup,
+)
 
 FLAGS = define_trainer_step_flags(
     "strip_cost",
@@ -39,13 +46,8 @@ def main(argv):
     train = config.train
     batch = train.batch_size
 
-    def frozen(base=None):
-        model = train_lib.build_model(config, 10, 100, base=base, target_ratio=None if base is None else 1.0)
-        model.freeze_gates()
-        return model
-
     dense = train_lib.base_model(config, 10)
-    rows = {"gated": {"model": "resnet20, gated (any target)", "train": frozen()}}
+    rows = {"gated": {"model": "resnet20, gated (any target)", "train": post_freeze_model(config)}}
     rows["gated"].update(params=dense.count_params(), macs=count_macs(dense))
     for path in FLAGS["models"].value:
         stripped = model_io.load_keras_model(path)
@@ -53,7 +55,7 @@ def main(argv):
             "model": os.path.relpath(path, REPO),
             "params": stripped.count_params(),
             "macs": count_macs(stripped),
-            "train": frozen(stripped),
+            "train": post_freeze_model(config, stripped),
         }
     for row in rows.values():  # trace and warm up
         images_per_second(row["train"], dataset, 2, batch)

@@ -21,7 +21,7 @@ import sys
 import time
 
 from absl import app
-from fit_throughput import define_trainer_step_flags, images_per_second, machine, trainer_step_setup
+from fit_throughput import define_trainer_step_flags, images_per_second, machine, post_freeze_model, trainer_step_setup
 
 FLAGS = define_trainer_step_flags(
     "xla_cost",
@@ -37,34 +37,22 @@ def main(argv):
 
     batch = config.train.batch_size
 
-    def pruning_phase(jit_compile):
-        config.train.jit_compile = jit_compile
+    def pruning_phase():
         model = train_lib.build_model(config, 10, 100)
         model.hw_lambda.assign(1.0)  # gates move under the hardware loss, as between gate_start and the freeze
         return model
 
-    def frozen_phase(jit_compile):
-        config.train.jit_compile = jit_compile
-        model = train_lib.build_model(config, 10, 100)
-        model.freeze_gates()
-        return model
-
-    def stripped_phase(path):
-        def build(jit_compile):
-            config.train.jit_compile = jit_compile
-            model = train_lib.build_model(config, 10, 100, base=model_io.load_keras_model(path), target_ratio=1.0)
-            model.freeze_gates()
-            return model
-
-        return build
-
-    builders = {"gated, pruning phase": pruning_phase, "gated, gates frozen": frozen_phase}
-    builders.update({f"stripped {os.path.basename(p)}": stripped_phase(p) for p in FLAGS["models"].value})
+    builders = {"gated, pruning phase": pruning_phase, "gated, gates frozen": lambda: post_freeze_model(config)}
+    for path in FLAGS["models"].value:
+        builders[f"stripped {os.path.basename(path)}"] = lambda path=path: post_freeze_model(
+            config, model_io.load_keras_model(path)
+        )
     models, first_call_seconds = {}, {}
     for row, build in builders.items():
         for jit_compile in (False, True):
             key = (row, jit_compile)
-            models[key] = build(jit_compile)
+            config.train.jit_compile = jit_compile  # read by train_lib.build_model
+            models[key] = build()
             started = time.perf_counter()
             images_per_second(models[key], dataset, 2, batch)  # trace (and compile) and warm up
             first_call_seconds[key] = time.perf_counter() - started

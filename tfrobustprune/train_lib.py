@@ -307,13 +307,13 @@ def check_resumed_config(config, workdir):
         logging.warning("%s holds a checkpoint with no recorded config; resuming it under this one.", workdir)
         return
     changes = config_changes(recorded, config)
-    recorded_jit = config_check.optional(recorded, "train.jit_compile")
-    if not changes and recorded_jit != config_check.optional(config, "train.jit_compile"):
+    recorded_jit, current_jit = (config_check.optional(c, "train.jit_compile") for c in (recorded, config))
+    if not changes and recorded_jit != current_jit:
         logging.warning(
             "Resuming %s with train.jit_compile=%r; its earlier epochs ran with %r (XLA changes the speed and "
             "the attack's random starts, not the experiment).",
             workdir,
-            config_check.optional(config, "train.jit_compile"),
+            current_jit,
             recorded_jit,
         )
     if changes:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import small_cnn
+from helpers import small_cnn
 
 import tfrobustprune
 from tfrobustprune import apgd, robustness

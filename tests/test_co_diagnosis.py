@@ -2,7 +2,7 @@ import json
 import os
 
 import pytest
-from conftest import load_benchmark
+from helpers import load_benchmark
 
 
 @pytest.fixture(scope="module")

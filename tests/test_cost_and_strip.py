@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import randomize
+from helpers import randomize
 
 import tfrobustprune
 from tfrobustprune import CostModel, count_macs, models, strip

@@ -1,6 +1,6 @@
 import keras
 import pytest
-from conftest import load_benchmark
+from helpers import load_benchmark
 
 from tfrobustprune import models
 

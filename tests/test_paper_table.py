@@ -8,10 +8,9 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import ROOT
 
 from tfrobustprune import data, model_io, models
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.skipif(

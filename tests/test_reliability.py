@@ -10,6 +10,7 @@ import time
 import keras
 import numpy as np
 import pytest
+from helpers import ROOT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,7 +28,6 @@ from tfrobustprune.model_io import (
     write_npz_atomic,
 )
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
     "--config.data.train_size=384",
     "--config.data.eval_size=64",
@@ -233,7 +233,7 @@ def test_same_seed_gives_the_same_training(sample):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**31 - 1), floor=st.integers(1, 3), depth=st.sampled_from([8, 14]))
 def test_stripping_is_exact_for_random_masks(images, seed, floor, depth):
-    from conftest import randomize
+    from helpers import randomize
 
     gated = randomize(tfrobustprune.gate(models.cifar_resnet(depth=depth, width=4), min_channels=floor), seed)
     slim = strip(gated)

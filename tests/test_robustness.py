@@ -5,7 +5,7 @@ import json
 import keras
 import numpy as np
 import pytest
-from conftest import small_cnn
+from helpers import small_cnn
 from keras import ops
 
 import tfrobustprune

@@ -8,14 +8,13 @@ import sys
 import keras
 import numpy as np
 import pytest
+from helpers import ROOT
 
 from configs import quickstart
 from tfrobustprune import config_check, train_lib
 from tfrobustprune.callback import RobustPruneCallback
 from tfrobustprune.config_check import ConfigError
 from tfrobustprune.robust_model import RobustPruneModel
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _shrink(config, train_size=256, eval_size=64, probe_size=32, pgd_steps=2):

@@ -31,6 +31,10 @@ Diagnostic rows, only when `--rows` names them:
   judges our channel allocation apart from our training; against `ours_*`,
   our training apart from the allocation.
 
+`--jit_compile` sets whether the trainer rows compile their training step
+with XLA (unset: the config's setting). Every figure in BENCHMARKS.md was
+trained without it; `--jit_compile=false` repeats their random stream.
+
 `--decay` sets the weight decay rule of every row (dense, ours, both peers'
 fine-tuning; config arg `decay=`): `coupled` (default) L2 on the gradients as
 torch.optim.SGD, or `decoupled`, Keras' SGD `weight_decay`, the rule of the
@@ -87,6 +91,14 @@ _DECAY = flags.DEFINE_enum(
     ["decoupled", "coupled"],
     "Weight decay rule of every row (5e-4): Keras' decoupled SGD weight_decay, or `coupled` L2 on the gradients as "
     "torch.optim.SGD applies it (about 10x stronger under momentum 0.9).",
+)
+_JIT_COMPILE = flags.DEFINE_enum(
+    "jit_compile",
+    None,
+    ["auto", "true", "false"],
+    "XLA for the trainer rows' training step (`--config.train.jit_compile`); unset: the config's (True since the "
+    "twelfth session). The table's figures were trained without XLA (`false`); a switch only changes the random stream and "
+    "the hours, so a run may resume or be reused under either.",
 )
 _FINETUNE_LR = flags.DEFINE_float("finetune_lr", 0.05, "Peak learning rate of the peers' fine-tuning.")
 _ROWS = flags.DEFINE_list("rows", None, "Rows to run (default: the seven of ROWS; DIAGNOSTIC_ROWS only by name).")
@@ -171,6 +183,8 @@ def train(row_dir, config_arg):
             f"--config.data.path={os.path.abspath(_DATA_DIR.value)}",
             f"--workdir={row_dir}",
         ]
+        if _JIT_COMPILE.value is not None:
+            command.append(f"--config.train.jit_compile={_JIT_COMPILE.value}")
         _run_logged(command, row_dir + ".log")
         return _read_json(report_path)
     from tfrobustprune import train_lib

@@ -232,6 +232,40 @@ def test_ours_args_may_not_set_what_the_table_sets(tmp_path):
     assert not os.listdir(tmp_path)  # refused before any work
 
 
+_TRAIN_COMMAND_SCRIPT = r"""
+import json, os, sys
+sys.path.insert(0, os.path.join(sys.argv[1], "benchmarks"))
+from absl import flags
+import paper_table
+
+flags.FLAGS([sys.argv[0], f"--workdir={sys.argv[2]}", "--data_dir=unused", *sys.argv[3:]])
+arg = "cost=params,target=0.584,epochs=30,attack=n_fgsm,decay=coupled"
+row_dir = os.path.join(sys.argv[2], "ours_0.16M")
+commands = []
+
+def fake_run(command, log_path):
+    commands.append(command)
+    config = paper_table.resolved_config(arg)
+    config["train"]["jit_compile"] = not config["train"]["jit_compile"]  # trained under the other setting
+    with open(os.path.join(row_dir, "report.json"), "w") as f:
+        json.dump({"config": config, "marker": 7}, f)
+
+paper_table._run_logged = fake_run
+first = paper_table.train(row_dir, arg)["marker"]
+reused = paper_table.train(row_dir, arg)["marker"]  # the cached report, whatever its XLA setting
+print(json.dumps({"commands": commands, "first": first, "reused": reused}))
+"""
+
+
+@pytest.mark.parametrize("flags,override", [([], None), (["--jit_compile=false"], "--config.train.jit_compile=false")])
+def test_jit_compile_flag_reaches_the_trainer_only_when_given(tmp_path, flags, override):
+    out = _run_table_script(tmp_path, _TRAIN_COMMAND_SCRIPT, *flags)
+    assert len(out["commands"]) == 1  # the second call reused the report
+    overrides = [part for part in out["commands"][0] if part.startswith("--config.train.jit_compile")]
+    assert overrides == ([override] if override else [])
+    assert out["first"] == out["reused"] == 7
+
+
 _CACHED_REPORT_SCRIPT = r"""
 import json, os, sys
 sys.path.insert(0, os.path.join(sys.argv[1], "benchmarks"))

@@ -37,6 +37,14 @@ def test_floor_keeps_largest_logits_open():
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(gate.hard_mask()), [0, 1, 1, 0, 0])
 
 
+def test_floor_opens_exactly_min_channels_when_logits_tie():
+    gate = ChannelGate(init_logit=-1.0, min_channels=2)  # every logit equal and below the threshold
+    gate.build((1, 8))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(gate.hard_mask()), [1, 1, 0, 0, 0, 0, 0, 0])
+    gate.logits.assign([-2.0, -1.0, -3.0, -1.0, -1.0, -4.0, -5.0, -6.0])  # a tie at the floor's edge
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(gate.hard_mask()), [0, 1, 0, 1, 0, 0, 0, 0])
+
+
 def test_straight_through_gradient_reaches_closed_and_open_gates():
     gate = ChannelGate()
     x = tf.constant(np.random.default_rng(0).normal(size=(4, 3)).astype("float32"))

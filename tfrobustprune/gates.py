@@ -12,8 +12,8 @@ class ChannelGate(keras.layers.Layer):
     by the hard mask `1[sigmoid(l_c) > threshold]`; the backward pass uses the
     gradient of `sigmoid(l_c)` (straight-through), so the task loss and the
     hardware loss both reach the logits. The `min_channels` channels with the
-    largest logits are always open (the group's floor), so a group never
-    empties. A frozen gate applies its hard mask with no gradient to the logits.
+    largest logits are always open (the group's floor; of tied logits the
+    lower index), so a group never empties. A frozen gate applies its hard mask with no gradient to the logits.
 
     One instance is shared by every place of a channel group (for example all
     branches of a residual stream), so coupled channels open and close together.
@@ -79,9 +79,10 @@ class ChannelGate(keras.layers.Layer):
         return None if self.logits is None else int(self.logits.shape[0])
 
     def _floor_mask(self, logits):
-        # The `min_channels` largest logits stay open: a group never empties.
-        kth_largest = ops.top_k(logits, self.min_channels, sorted=True)[0][-1]
-        return ops.cast(logits >= kth_largest, logits.dtype)
+        # Exactly the `min_channels` largest logits stay open (ties: the lower index), so a group never empties
+        # and the floor never opens more channels than it names, even when logits tie (as they do at init).
+        top = ops.top_k(logits, self.min_channels, sorted=True)[1]
+        return ops.sum(ops.one_hot(top, ops.shape(logits)[0], dtype=logits.dtype), axis=0)
 
     def hard_mask(self):
         """The 0/1 mask of the forward pass, floor included, without gradient."""

@@ -90,7 +90,7 @@ class RobustPruneModel(keras.Model):
         attack: One of "fgsm_rs" (default), "n_fgsm", "pgd", "fgsm", "none".
         epsilon: Float in [0, 1], L-infinity budget in pixels (8/255 on CIFAR-10).
         step: Float or None; None picks the attack's usual step (1.25 * eps for
-            fgsm_rs, eps for n_fgsm, 2/255 for pgd).
+            fgsm_rs, eps for n_fgsm, min(2/255, eps/4) for pgd).
         pgd_steps: Int, iterations of the "pgd" training attack.
         cost_metric: "params" or "macs".
         target_ratio: Float in (0, 1], target cost relative to the dense network.

@@ -1,12 +1,14 @@
 """The paper table: ResNet20 on CIFAR-10, ours against the dense model and two peers, beside the published figures.
 
-    python benchmarks/paper_table.py --data_dir=../shared/data/cifar10 --workdir=runs/paper_table
+    python benchmarks/paper_table.py --data_dir=../shared/data/cifar10
     nohup python benchmarks/paper_table.py --data_dir=../shared/data/cifar10 > runs/paper_table.log 2>&1 &
     python benchmarks/paper_table.py --rows=ours_0.16M,dense --data_dir=../shared/data/cifar10
 
 Trains on the 45,000-image training split of the directory (the last 5,000
-images are the validation split every figure is measured on). Rows, in order
-(`--rows` picks some; a row needing another runs it first):
+images are the validation split every figure is measured on). Rows (`--rows`
+picks some; a row needing another runs it first; the table lists them in
+`ROWS` order: ours_0.16M, dense, l1_0.16M, tfmot_0.16M, ours_0.04M, l1_0.04M,
+tfmot_0.04M):
 
 - `ours_0.16M`, `ours_0.04M`: one run of `tfrobustprune.train` each (in-train
   gates + hardware loss, `--attack`, `--ours_args`), parameter targets 0.584 and 0.146 of the
@@ -39,7 +41,11 @@ trained without it; `--jit_compile=false` repeats their random stream.
 fine-tuning; config arg `decay=`): `coupled` (default) L2 on the gradients as
 torch.optim.SGD, or `decoupled`, Keras' SGD `weight_decay`, the rule of the
 table measured before the default changed (`benchmarks/results/paper_table.json`).
-Each rule is its own table: pass it with its own `--workdir` and `--out`.
+Each rule is its own table, and by default its own files: `--decay=coupled`
+writes `runs/paper_table_coupled`, `benchmarks/results/paper_table_coupled.json`
+and `models/resnet20_<row>_coupled.keras`; `--decay=decoupled` the same names
+without `_coupled`. An `--out` that holds a table made with other settings
+(epochs, attack, decay, data, ...) is refused before any work, naming them.
 
 Per row: parameters, non-zero parameters, MACs, natural and PGD-10 accuracy on
 all validation images, PGD-50 with 10 restarts and APGD-CE on the first
@@ -73,7 +79,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "benchmarks", "results")
 
 _DATA_DIR = flags.DEFINE_string("data_dir", "../shared/data/cifar10", "Directory of CIFAR-10 .npz files.")
-_WORKDIR = flags.DEFINE_string("workdir", os.path.join(REPO, "runs", "paper_table"), "Runs and caches.")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Runs and caches (default: runs/paper_table_coupled, or runs/paper_table for --decay=decoupled)."
+)
 _EPOCHS = flags.DEFINE_integer("epochs", 30, "Epoch budget of every pruned row.")
 _FINETUNE_EPOCHS = flags.DEFINE_integer("finetune_epochs", 10, "Fine-tuning epochs of the peers.")
 _ATTACK = flags.DEFINE_enum(
@@ -109,7 +117,12 @@ _LATENCY_ROUNDS = flags.DEFINE_integer(
     "latency_rounds", 10, "Interleaved rounds in which every row's int8 model is timed in turn (latency_runs in all)."
 )
 _TFMOT_PYTHON = flags.DEFINE_string("tfmot_python", sys.executable, "Python with tf_keras and TFMOT installed.")
-_OUT = flags.DEFINE_string("out", os.path.join(RESULTS, "paper_table.json"), "Result JSON.")
+_OUT = flags.DEFINE_string(
+    "out",
+    None,
+    "Result JSON (default: benchmarks/results/paper_table_coupled.json, or paper_table.json for --decay=decoupled). "
+    "One made with other table settings is refused, not overwritten.",
+)
 _MODELS_DIR = flags.DEFINE_string("models_dir", os.path.join(RESULTS, "models"), "Where final models are copied.")
 
 DENSE_PARAMS = 274_042
@@ -430,7 +443,7 @@ def time_rows_together(results, split):
         if "error" in row:
             continue
         cached = _int8_path(name)
-        path = os.path.join(_MODELS_DIR.value, f"resnet20_{name}.keras")
+        path = os.path.join(_MODELS_DIR.value, model_file(name))
         if os.path.exists(cached):
             with open(cached, "rb") as f:
                 int8 = f.read()
@@ -477,6 +490,48 @@ def markdown(rows):
     return "\n".join(lines)
 
 
+def table_suffix():
+    """`_coupled` for the coupled-decay table, "" for the decoupled one (its files were named before the flag)."""
+    return "_coupled" if _DECAY.value == "coupled" else ""
+
+
+def model_file(name):
+    """File name of a row's final model in `--models_dir`, e.g. `resnet20_ours_0.16M_coupled.keras`."""
+    return f"resnet20_{name}{table_suffix()}.keras"
+
+
+def resolve_paths():
+    """Fills unset `--workdir` and `--out` with the decay rule's defaults and makes every path absolute."""
+    if _WORKDIR.value is None:
+        flags.FLAGS["workdir"].value = os.path.join(REPO, "runs", f"paper_table{table_suffix()}")
+    if _OUT.value is None:
+        flags.FLAGS["out"].value = os.path.join(RESULTS, f"paper_table{table_suffix()}.json")
+    for holder in (_WORKDIR, _OUT, _MODELS_DIR):  # subprocesses run from the repository root
+        flags.FLAGS[holder.name].value = os.path.abspath(holder.value)
+
+
+def previous_rows(header):
+    """The rows `--out` already holds, if it was made with these settings.
+
+    Raises:
+        app.UsageError: If `--out` holds a table made with other settings (naming them), so that no run
+            overwrites a recorded table by accident.
+    """
+    if not os.path.exists(_OUT.value):
+        return {}
+    previous = _read_json(_OUT.value)
+    keys = sorted((set(header) | {"ours_args", "decay"}) - {"machine", "latency"})
+    differing = [
+        f"{k}: {previous.get(k)!r} there, {header.get(k)!r} here" for k in keys if previous.get(k) != header.get(k)
+    ]
+    if differing:
+        raise app.UsageError(
+            f"--out holds a table made with other settings ({'; '.join(differing)}); pass another --out (or "
+            f"delete it). Received: --out={_OUT.value}"
+        )
+    return {r["row"]: r for r in previous.get("rows", [])}
+
+
 def _header(split):
     return {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
@@ -513,20 +568,13 @@ def main(argv):
             f"--ours_args: {owned} set what the table sets itself ({', '.join(OWNED_CONFIG_ARGS)}) or lack "
             f"'=value'. Received: --ours_args={','.join(_OURS_ARGS.value)}"
         )
-    for holder in (_WORKDIR, _OUT, _MODELS_DIR):  # subprocesses run from the repository root
-        flags.FLAGS[holder.name].value = os.path.abspath(holder.value)
+    resolve_paths()
     from tfrobustprune import data, magnitude, model_io
 
     split = data.load("npz", path=_DATA_DIR.value)  # fails early, with a DataError, on a bad directory
-    os.makedirs(_WORKDIR.value, exist_ok=True)
     header = _header(split)
-    previous = _read_json(_OUT.value) if os.path.exists(_OUT.value) else {}
-    same = all(
-        previous.get(k) == header.get(k) for k in (set(header) | {"ours_args", "decay"}) - {"machine", "latency"}
-    )
-    results = {r["row"]: r for r in previous.get("rows", [])} if same else {}
-    if previous and not same:
-        logging.warning("%s was made with other settings; its rows are dropped.", _OUT.value)
+    results = previous_rows(header)
+    os.makedirs(_WORKDIR.value, exist_ok=True)
     context = {}
     for name in names:
         started = time.time()
@@ -534,14 +582,14 @@ def main(argv):
             trained = run_row(name, context)
             measured = measure(name, trained, split)
             os.makedirs(_MODELS_DIR.value, exist_ok=True)
-            shutil.copyfile(trained["model"], os.path.join(_MODELS_DIR.value, f"resnet20_{name}.keras"))
+            shutil.copyfile(trained["model"], os.path.join(_MODELS_DIR.value, model_file(name)))
             widths = magnitude.group_widths(model_io.load_keras_model(trained["model"]))
             results[name] = {
                 "row": name,
                 **trained,
                 **measured,
                 "widths": widths,  # channels per group of the final model (TFMOT's stay dense, with zeros)
-                "model": f"models/resnet20_{name}.keras",
+                "model": f"models/{model_file(name)}",
             }
             logging.info("Row %s done in %.0f s: %s", name, time.time() - started, results[name])
         except Exception as error:  # noqa: BLE001  (one failed row must not cost the others hours of training)

@@ -68,6 +68,60 @@ def test_paper_table_rejects_an_unknown_row_before_any_work(tmp_path):
     assert not (tmp_path / "runs").exists() and not (tmp_path / "table.json").exists()
 
 
+_PATHS_SCRIPT = r"""
+import json, os, sys
+sys.path.insert(0, os.path.join(sys.argv[1], "benchmarks"))
+from absl import flags
+import paper_table
+
+flags.FLAGS([sys.argv[0], *sys.argv[3:]])
+paper_table.resolve_paths()
+print(json.dumps({"workdir": paper_table._WORKDIR.value, "out": paper_table._OUT.value,
+                  "model": paper_table.model_file("ours_0.16M")}))
+"""
+
+
+@pytest.mark.parametrize(
+    "flags,suffix", [([], "_coupled"), (["--decay=coupled"], "_coupled"), (["--decay=decoupled"], "")]
+)
+def test_each_decay_rule_has_its_own_default_files(tmp_path, flags, suffix):
+    out = _run_table_script(tmp_path, _PATHS_SCRIPT, *flags)
+    assert out["workdir"] == os.path.join(ROOT, "runs", f"paper_table{suffix}")
+    assert out["out"] == os.path.join(ROOT, "benchmarks", "results", f"paper_table{suffix}.json")
+    assert out["model"] == f"resnet20_ours_0.16M{suffix}.keras"
+
+
+def test_an_out_made_with_other_settings_is_refused_not_overwritten(tmp_path):
+    sample = data.load_sample()
+    os.makedirs(tmp_path / "data")
+    x = np.concatenate([sample.x_train] * 3)  # 6,000 images: enough for the 5,000-image validation split
+    np.savez(tmp_path / "data" / "part0.npz", x=x, y=np.concatenate([sample.y_train] * 3))
+    recorded = {  # a decoupled table (no "decay" key) of 30 epochs on this directory
+        "data": {"dir": str(tmp_path / "data"), "train": 1000, "val": 5000},
+        "epochs": 30,
+        "finetune_epochs": 10,
+        "finetune_lr": 0.05,
+        "attack": "n_fgsm",
+        "strong_eval_size": 1000,
+        "rows": [{"row": "ours_0.16M", "natural": 0.6}],
+    }
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps(recorded))
+    command = [
+        sys.executable,
+        "benchmarks/paper_table.py",
+        "--rows=ours_0.16M",
+        f"--data_dir={tmp_path / 'data'}",
+        f"--workdir={tmp_path / 'runs'}",
+        f"--out={table}",
+    ]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "decay: None there, 'coupled' here" in result.stderr and f"Received: --out={table}" in result.stderr
+    assert json.loads(table.read_text()) == recorded  # untouched
+    assert not (tmp_path / "runs").exists()  # refused before any work
+
+
 def test_paper_table_with_relative_paths_gets_to_the_data_check(tmp_path):
     command = [
         sys.executable,

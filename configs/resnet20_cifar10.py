@@ -34,11 +34,11 @@ gradient). `importance=P` sets their `importance_pressure` (default 1: a channel
 whose filters have half the mean L1 norm of its group's open channels is pushed
 twice as hard to close; 0: off) and `center=1` (default) their
 `center_task_gradient` (RobustPruneModel): the between-group signal the task
-gradient lacks (benchmarks/gate_gradient_bias.py). At 0.16M parameters these
-defaults cut every stage, as L1 filter pruning does, and reached 67.44% natural /
-39.56% PGD-10 with 20.8M MACs; the earlier defaults
-(`gate_start=0,sensitivity=1,importance=0,center=0`) cut only the stage-3
-residual stream and reached 65.60% / 38.16% with 33.6M MACs.
+gradient lacks (benchmarks/gate_gradient_bias.py). At 0.16M parameters, with
+the decoupled weight decay of that time, these defaults cut every stage, as L1
+filter pruning does, and reached 67.44% natural / 39.56% PGD-10 with 20.8M MACs;
+the earlier defaults (`gate_start=0,sensitivity=1,importance=0,center=0`) cut
+only the stage-3 residual stream and reached 65.60% / 38.16% with 33.6M MACs.
 
 Weight decay 5e-4 is `decay=coupled` by default: L2 added to the gradients
 before momentum, as torch.optim.SGD in the recipes this config follows (Keras'

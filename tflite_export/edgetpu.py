@@ -167,7 +167,7 @@ def check_edgetpu(model_content):
     >>> check_edgetpu(files["int8"])["passed"]
     True
     >>> check_edgetpu(files["float32"])["reasons"][0]
-    "68 tensors of type FLOAT32, not 8-bit quantised (e.g. 'serving_images:0', ...)"
+    "35 tensors of type FLOAT32, not 8-bit quantised (e.g. 'serving_default_images:0', ...)"
     """
     graph = tflite_graph.read_graph(model_content)
     reasons = []

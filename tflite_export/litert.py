@@ -271,7 +271,9 @@ def interleaved_latency(invokers, rounds, runs):
 
     Example:
         >>> runners = {name: LiteRTModel(content, num_threads=1) for name, content in files.items()}
-        >>> interleaved_latency({n: r.invoker(image) for n, r in runners.items()}, rounds=10, runs=30)
+        >>> times = interleaved_latency({n: r.invoker(image) for n, r in runners.items()}, rounds=10, runs=30)
+        >>> sorted(times["int8"])
+        ['cpu_median_ms', 'median_ms', 'p10_ms', 'p90_ms', 'runs']
     """
     for name, value in (("rounds", rounds), ("runs", runs)):
         if int(value) != value or value < 1:

@@ -145,9 +145,9 @@ def read_graph(model_content):
 
     Example:
 
-    >>> graph = read_graph(open("model_int8.tflite", "rb").read())
+    >>> graph = read_graph(open("model_int8.tflite", "rb").read())  # a ResNet20 from `conversion.convert`
     >>> graph.op_counts()
-    {'SUB': 1, 'MUL': 1, 'CONV_2D': 21, 'ADD': 9, 'MEAN': 1, 'FULLY_CONNECTED': 1}
+    {'DEPTHWISE_CONV_2D': 1, 'CONV_2D': 21, 'ADD': 9, 'MEAN': 1, 'FULLY_CONNECTED': 1}
     """
     buf = bytearray(model_content)
     try:

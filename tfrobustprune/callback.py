@@ -100,7 +100,7 @@ class RobustPruneCallback(keras.callbacks.Callback):
 
     >>> callback = RobustPruneCallback(lambda_max=2.0, warmup_epochs=1, ramp_epochs=3,
     ...                                freeze_epoch=20, probe_data=(x_val[:256], y_val[:256]))
-    >>> model.fit(train_ds, epochs=30, callbacks=[callback])
+    >>> model.fit(train_ds, epochs=30, callbacks=[callback])  # doctest: +SKIP
     """
 
     def __init__(

@@ -118,7 +118,7 @@ class RobustPruneModel(keras.Model):
 
     >>> model = RobustPruneModel(tfrobustprune.gate(resnet20()), target_ratio=0.5)
     >>> model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
-    >>> model.fit(train_ds, epochs=30, callbacks=[RobustPruneCallback(lambda_max=2.0)])
+    >>> model.fit(train_ds, epochs=30, callbacks=[RobustPruneCallback(lambda_max=2.0)])  # doctest: +SKIP
     """
 
     def __init__(

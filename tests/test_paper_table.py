@@ -368,7 +368,7 @@ flags.FLAGS([sys.argv[0], f"--workdir={sys.argv[2]}", f"--models_dir={models_dir
              "--latency_runs=12", "--latency_rounds=3", "--calibration_size=20"])
 os.makedirs(models_dir)
 for name, width in (("small", 4), ("large", 16)):
-    models.cifar_resnet(depth=8, width=width).save(os.path.join(models_dir, f"resnet20_{name}.keras"))
+    models.cifar_resnet(depth=8, width=width).save(os.path.join(models_dir, paper_table.model_file(name)))
 # A row measured by measure() keeps its int8 file: that file is timed, even with no .keras beside it.
 int8 = conversion.convert(models.cifar_resnet(depth=8, width=8), ["int8"], conversion.representative_images(split.x_train, 20))["int8"]
 model_io.write_bytes_atomic(paper_table._int8_path("kept"), int8)

@@ -78,23 +78,20 @@ EXPORT_MODULE_NAMES = ["conversion", "edgetpu", "export", "litert", "rewrite", "
 
 
 @pytest.fixture(scope="module")
-def export_namespace(sample, trained_cnn, tmp_path_factory):
+def export_namespace(namespace, sample, trained_cnn, tmp_path_factory):
     from tflite_export import conversion
 
-    keras.utils.set_random_seed(0)
-    model = models.resnet20()
+    model = namespace["trained_resnet20"]
     files = conversion.convert(model, ["float32", "int8"], conversion.representative_images(sample.x_train, 50))
     workdir = tmp_path_factory.mktemp("export_examples")
     (workdir / "model_int8.tflite").write_bytes(files["int8"])
-    x_val = sample.x_val.astype("float32") / 255.0
     return {
-        "tfrobustprune": tfrobustprune,
+        **namespace,
         "model": model,
         "split": sample,
         "files": files,
         "slim": trained_cnn,  # a trained plain model: int8 keeps its argmax
-        "x_val": x_val,
-        "image": x_val[0],  # one image, as an invoker takes it
+        "image": namespace["x_val"][0],  # one image, as an invoker takes it
         "workdir": workdir,
     }
 

@@ -49,19 +49,25 @@ def test_tfmot_peer_prunes_to_the_target_and_its_weights_load_into_keras3(tmp_pa
             assert not np.allclose(layer.get_weights()[0], dense.get_layer("logits").get_weights()[0])
 
 
-def test_paper_table_rejects_an_unknown_row_before_any_work(tmp_path):
+def _run_table_on_sample(tmp_path, rows, copies=1):
+    """Runs paper_table.py on `copies` copies of the shipped training sample, writing under `tmp_path`."""
     sample = data.load_sample()
     os.makedirs(tmp_path / "data")
-    np.savez(tmp_path / "data" / "part0.npz", x=sample.x_train, y=sample.y_train)
+    x, y = np.concatenate([sample.x_train] * copies), np.concatenate([sample.y_train] * copies)
+    np.savez(tmp_path / "data" / "part0.npz", x=x, y=y)
     command = [
         sys.executable,
         "benchmarks/paper_table.py",
-        "--rows=ours_0.16M,bogus",
+        f"--rows={rows}",
         f"--data_dir={tmp_path / 'data'}",
         f"--workdir={tmp_path / 'runs'}",
         f"--out={tmp_path / 'table.json'}",
     ]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_paper_table_rejects_an_unknown_row_before_any_work(tmp_path):
+    result = _run_table_on_sample(tmp_path, "ours_0.16M,bogus")
     assert result.returncode != 0
     assert "unknown ['bogus']" in result.stderr
     assert "l1widths_0.16M" in result.stderr  # the diagnostic rows are known, though not run by default
@@ -92,10 +98,6 @@ def test_each_decay_rule_has_its_own_default_files(tmp_path, flags, suffix):
 
 
 def test_an_out_made_with_other_settings_is_refused_not_overwritten(tmp_path):
-    sample = data.load_sample()
-    os.makedirs(tmp_path / "data")
-    x = np.concatenate([sample.x_train] * 3)  # 6,000 images: enough for the 5,000-image validation split
-    np.savez(tmp_path / "data" / "part0.npz", x=x, y=np.concatenate([sample.y_train] * 3))
     recorded = {  # a decoupled table (no "decay" key) of 30 epochs on this directory
         "data": {"dir": str(tmp_path / "data"), "train": 1000, "val": 5000},
         "epochs": 30,
@@ -107,15 +109,7 @@ def test_an_out_made_with_other_settings_is_refused_not_overwritten(tmp_path):
     }
     table = tmp_path / "table.json"
     table.write_text(json.dumps(recorded))
-    command = [
-        sys.executable,
-        "benchmarks/paper_table.py",
-        "--rows=ours_0.16M",
-        f"--data_dir={tmp_path / 'data'}",
-        f"--workdir={tmp_path / 'runs'}",
-        f"--out={table}",
-    ]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = _run_table_on_sample(tmp_path, "ours_0.16M", copies=3)  # 6,000 images: room for the 5,000 validation
     assert result.returncode != 0
     assert "decay: None there, 'coupled' here" in result.stderr and f"Received: --out={table}" in result.stderr
     assert json.loads(table.read_text()) == recorded  # untouched

@@ -17,10 +17,11 @@ directory of `.npz` files (../shared/data/cifar10 by default), `'tfds'` reads
 tensorflow-datasets' `cifar10`.
 
 The training attack is N-FGSM (de Jorge et al., 2022: noise 2 eps, step eps, no
-projection), one gradient like FGSM-RS. With FGSM-RS (Wong et al., 2020) both of
+projection), one gradient like FGSM-RS. With FGSM-RS (Wong et al., 2020) all three of
 our full ResNet20 runs overfitted catastrophically in epoch 2-3 (training FGSM
 accuracy at the level of natural validation accuracy, PGD-5 probe accuracy
-0.6-2%), at peak learning rates 0.2 and 0.1 alike; `attack=fgsm_rs` restores it.
+0.6-2%), at peak learning rates 0.2 and 0.1 alike, and again at 0.2 with coupled
+weight decay (epoch 2, PGD-5 probe 0.2%); `attack=fgsm_rs` restores it.
 `attack=pgd2` (any `pgdK`) trains with K-step PGD, step eps / K, from the start:
 1.5x the cost of an N-FGSM epoch for K = 2.
 

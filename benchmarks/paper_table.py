@@ -32,6 +32,11 @@ Diagnostic rows, only when `--rows` names them:
   (`magnitude.l1_prune_to_widths`), fine-tuned like peer 1. Against `l1_*` it
   judges our channel allocation apart from our training; against `ours_*`,
   our training apart from the allocation.
+- `scratch_0.16M`, `scratch_0.04M`: a uniformly narrow ResNet20 (the widest
+  base width whose parameters stay within the size: 12 and 6 of 16) trained
+  from scratch for `--epochs`, dense: the pruned rows' budget spent on the small
+  architecture from the start (Liu et al. 2019). Against `ours_*` and `l1_*`
+  it asks whether pruning a wide network beats training the narrow one.
 
 `--jit_compile` sets whether the trainer rows compile their training step
 with XLA (unset: the config's setting). Every figure in BENCHMARKS.md was
@@ -129,7 +134,12 @@ DENSE_PARAMS = 274_042
 SIZES = {"0.16M": 0.584, "0.04M": 0.146}  # parameter ratios of the dense ResNet20
 ROWS = ("ours_0.16M", "dense", "l1_0.16M", "tfmot_0.16M", "ours_0.04M", "l1_0.04M", "tfmot_0.04M")
 OWNED_CONFIG_ARGS = ("cost", "target", "epochs", "attack", "dense", "quick", "init_model", "decay")
-DIAGNOSTIC_ROWS = ("l1widths_0.16M", "l1widths_0.04M")  # run only when `--rows` names them
+DIAGNOSTIC_ROWS = (
+    "l1widths_0.16M",
+    "l1widths_0.04M",
+    "scratch_0.16M",
+    "scratch_0.04M",
+)  # only when `--rows` names them
 PUBLISHED = [  # natural / PGD accuracy on the CIFAR-10 test set, eps 8/255, as printed in the papers
     {"row": "Vemparala et al. 2021, dense FAT ResNet20", "params": 0.27e6, "natural": 0.8152, "pgd": 0.4065},
     {"row": "Vemparala et al. 2021, ResNet20 at 0.16M", "params": 0.16e6, "natural": 0.7967, "pgd": 0.4322},
@@ -256,7 +266,7 @@ def run_row(name, context):
     row_dir = os.path.join(root, name)
     kind, _, size = name.partition("_")
     dense_epochs = _EPOCHS.value - _FINETUNE_EPOCHS.value
-    if kind in ("ours", "dense"):
+    if kind in ("ours", "dense", "scratch"):
         if kind == "ours":
             arg = f"cost=params,target={SIZES[size]},epochs={_EPOCHS.value},attack={_ATTACK.value}"
             method = f"in-train gates + hardware loss, {_ATTACK.value} (tfrobustprune)"
@@ -264,6 +274,12 @@ def run_row(name, context):
                 arg += "," + ",".join(_OURS_ARGS.value)
                 method += f", {' '.join(_OURS_ARGS.value)}"
             arg += recipe_args()
+        elif kind == "scratch":
+            width = scratch_width(SIZES[size])
+            arg = f"dense,width={width},epochs={_EPOCHS.value},attack={_ATTACK.value}{recipe_args()}"
+            method = (
+                f"ResNet20 of base width {width} (dense: 16) from scratch, fast adversarial training ({_ATTACK.value})"
+            )
         else:
             arg = f"dense,epochs={dense_epochs},attack={_ATTACK.value}{recipe_args()}"
             method = f"fast adversarial training ({_ATTACK.value}), no pruning"
@@ -320,6 +336,27 @@ def run_row(name, context):
     if kind == "tfmot":
         return run_tfmot_row(row_dir, size, dense)
     raise app.UsageError(f"--rows: unknown row {name!r}; known: {', '.join(ROWS + DIAGNOSTIC_ROWS)}")
+
+
+def scratch_width(ratio):
+    """The widest uniform ResNet20 base width whose parameters are at most `ratio` of the width-16 model's.
+
+    Args:
+        ratio: Float in (0, 1], e.g. `SIZES["0.04M"]`.
+
+    Returns:
+        Int base width >= 1 (6 for 0.146, 12 for 0.584).
+    """
+    import keras
+
+    from tfrobustprune import models
+
+    limit = ratio * models.resnet20().count_params()
+    width = 1
+    while width < 16 and models.resnet20(width=width + 1).count_params() <= limit:
+        width += 1
+    keras.backend.clear_session()
+    return width
 
 
 def run_tfmot_row(row_dir, size, dense):

@@ -12,7 +12,10 @@
 (the two sizes of Vemparala et al., 2021). `dense` trains without pruning (gates
 frozen open from the start, no hardware loss): the fast-adversarial-training
 baseline. `init_model=PATH` starts from a saved `.keras` classifier instead of a
-new ResNet20, e.g. to fine-tune a model pruned after training. Data: `data.source='npz'` reads a
+new ResNet20, e.g. to fine-tune a model pruned after training. `width=W` sets the
+ResNet20's base width (16): `dense,width=6` is a uniformly narrow ResNet20 of
+39,532 parameters (the 0.04M size) trained from scratch, the baseline a pruning
+method has to beat (Liu et al., 2019, "Rethinking the value of network pruning"). Data: `data.source='npz'` reads a
 directory of `.npz` files (../shared/data/cifar10 by default), `'tfds'` reads
 tensorflow-datasets' `cifar10`.
 
@@ -86,7 +89,8 @@ def get_config(arg=None):
     `decay=coupled|decoupled`, `strip` (train the stripped model after the gate freeze),
     `sensitivity=S` (the gates' `cost_sensitivity`), `gate_start=N` (dense
     epochs before the hardware loss starts; default a third of the epochs, 0 a one-epoch warm-up),
-    `importance=P` (the gates' `importance_pressure`), `center=0|1` (their `center_task_gradient`)."""
+    `importance=P` (the gates' `importance_pressure`), `center=0|1` (their `center_task_gradient`),
+    `width=W` (the ResNet20's base width, 16 by default; e.g. `dense,width=6` trains a uniformly narrow one)."""
     arg = common.parse_arg(
         arg,
         **GATE_METHOD,
@@ -101,7 +105,10 @@ def get_config(arg=None):
         decay="coupled",
         strip=False,
         gate_start=-1,  # -1: a third of the epochs (none for `dense` and `quick`)
+        width=16,
     )
+    if arg.width < 1:
+        raise ValueError(f"Config arg 'width' must be >= 1. Received: width={arg.width}")
     config = ml_collections.ConfigDict()
     config.seed = 0
     config.deterministic = False  # True: op determinism, bit-identical reruns and resumes (slower)
@@ -113,7 +120,7 @@ def get_config(arg=None):
 
     # Model section
     config.model_name = "resnet20"
-    config.model = dict(width=16)
+    config.model = dict(width=arg.width)
     config.init_model = arg.init_model  # a .keras classifier to start from instead of model_name
     config.gates = dict(min_channels=1, min_fraction=0.1, init_logit=1.0)
 

@@ -40,6 +40,13 @@ def test_dense_runs_record_what_a_config_without_the_gate_fields_means():
     assert (pruning.cost_sensitivity, pruning.importance_pressure, pruning.center_task_gradient) == (0.0, 1.0, True)
 
 
+def test_width_sets_the_resnet20_base_width_and_refuses_less_than_one():
+    assert resnet20_cifar10.get_config("").model.width == 16  # configs trained before the arg resolve the same
+    assert resnet20_cifar10.get_config("dense,width=6").model.width == 6
+    with pytest.raises(ValueError, match=r"'width' must be >= 1\. Received: width=0"):
+        resnet20_cifar10.get_config("dense,width=0")
+
+
 @pytest.mark.parametrize("config_file", ["configs/resnet20_cifar10.py", "configs/quickstart.py"])
 @pytest.mark.parametrize("flag,expected", [("auto", "auto"), ("true", True), ("false", False), ("yes", "yes")])
 def test_jit_compile_override_arrives_as_the_trainer_reads_it(monkeypatch, config_file, flag, expected):

@@ -260,6 +260,14 @@ def test_ours_rows_pass_extra_config_args_only_when_given(tmp_path, flags, suffi
         assert out["method"] == "in-train gates + hardware loss, n_fgsm (tfrobustprune)"
 
 
+def test_scratch_rows_train_the_widest_narrow_resnet20_within_the_size(tmp_path):
+    out = _run_table_script(tmp_path, _OURS_SCRIPT.replace('run_row("ours_0.16M"', 'run_row("scratch_0.04M"'))
+    assert out["calls"] == ["dense,width=6,epochs=30,attack=n_fgsm,decay=coupled"]  # the pruned rows' 30 epochs
+    assert out["method"].startswith("ResNet20 of base width 6 (dense: 16) from scratch")
+    limit = 0.146 * models.resnet20().count_params()
+    assert models.resnet20(width=6).count_params() <= limit < models.resnet20(width=7).count_params()
+
+
 def test_ours_args_may_not_set_what_the_table_sets(tmp_path):
     result = subprocess.run(
         [

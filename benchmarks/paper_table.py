@@ -339,7 +339,7 @@ def run_row(name, context):
 
 
 def scratch_width(ratio):
-    """The widest uniform ResNet20 base width whose parameters are at most `ratio` of the width-16 model's.
+    """The widest uniform ResNet20 base width whose parameters are at most `ratio` of the dense `DENSE_PARAMS`.
 
     Args:
         ratio: Float in (0, 1], e.g. `SIZES["0.04M"]`.
@@ -351,7 +351,7 @@ def scratch_width(ratio):
 
     from tfrobustprune import models
 
-    limit = ratio * models.resnet20().count_params()
+    limit = ratio * DENSE_PARAMS
     width = 1
     while width < 16 and models.resnet20(width=width + 1).count_params() <= limit:
         width += 1

@@ -37,6 +37,11 @@ Diagnostic rows, only when `--rows` names them:
   from scratch for `--epochs`, dense: the pruned rows' budget spent on the small
   architecture from the start (Liu et al. 2019). Against `ours_*` and `l1_*`
   it asks whether pruning a wide network beats training the narrow one.
+- `ourswidths_0.16M`, `ourswidths_0.04M`: the architecture our row of that size
+  ended with (its per-group widths), re-initialized and trained from scratch for
+  `--epochs`, dense (Liu et al. 2019's "scratch" test). Against `scratch_*` it
+  judges our allocation apart from our training; against `ours_*`, training
+  once with gates against training the found architecture again.
 
 `--jit_compile` sets whether the trainer rows compile their training step
 with XLA (unset: the config's setting). Every figure in BENCHMARKS.md was
@@ -139,6 +144,8 @@ DIAGNOSTIC_ROWS = (
     "l1widths_0.04M",
     "scratch_0.16M",
     "scratch_0.04M",
+    "ourswidths_0.16M",
+    "ourswidths_0.04M",
 )  # only when `--rows` names them
 PUBLISHED = [  # natural / PGD accuracy on the CIFAR-10 test set, eps 8/255, as printed in the papers
     {"row": "Vemparala et al. 2021, dense FAT ResNet20", "params": 0.27e6, "natural": 0.8152, "pgd": 0.4065},
@@ -287,6 +294,8 @@ def run_row(name, context):
         summary = trained_summary(train(row_dir, arg))
         method = method.replace(_ATTACK.value, _attack_text(summary), 1)
         return {"model": os.path.join(row_dir, "stripped.keras"), **summary, "method": method}
+    if kind == "ourswidths":
+        return run_ourswidths_row(row_dir, size, context)
     dense = context.get("dense") or run_row("dense", context)
     context["dense"] = dense
     if kind in ("l1", "l1widths"):
@@ -336,6 +345,53 @@ def run_row(name, context):
     if kind == "tfmot":
         return run_tfmot_row(row_dir, size, dense)
     raise app.UsageError(f"--rows: unknown row {name!r}; known: {', '.join(ROWS + DIAGNOSTIC_ROWS)}")
+
+
+def run_ourswidths_row(row_dir, size, context):
+    """Trains the architecture of `ours_<size>` again from fresh weights; returns the row like `run_row`.
+
+    Epochs and time count this training only, not the `ours_*` run that found the widths.
+    """
+    import keras
+
+    from tfrobustprune import magnitude, model_io
+
+    ours = context.get(f"ours_{size}") or run_row(f"ours_{size}", context)
+    context[f"ours_{size}"] = ours
+    os.makedirs(row_dir, exist_ok=True)
+    init_path = os.path.join(row_dir, "reinitialized.keras")
+    ours_model = model_io.load_keras_model(ours["model"])
+    check_settings(row_dir, {"widths": magnitude.group_widths(ours_model)})  # a retrained ours_* is refused
+    if not os.path.exists(init_path):
+        model_io.save_keras_atomic(reinitialized(ours_model), init_path)
+    keras.backend.clear_session()
+    summary = trained_summary(
+        train(
+            os.path.join(row_dir, "train"),
+            f"dense,epochs={_EPOCHS.value},attack={_ATTACK.value},init_model={init_path}{recipe_args()}",
+        )
+    )
+    method = (
+        f"the widths of ours_{size}, re-initialized and trained from scratch, "
+        f"fast adversarial training ({_attack_text(summary)}){_recipe_text()}"
+    )
+    return {"model": os.path.join(row_dir, "train", "stripped.keras"), **summary, "method": method}
+
+
+def reinitialized(model, seed=0):
+    """A model of the same architecture as `model` with fresh weights from its layers' initializers.
+
+    Args:
+        model: A built Keras model (e.g. a stripped one).
+        seed: Int seed of the new weights.
+
+    Returns:
+        A new `keras.Model`; batch-norm statistics start again at 0 mean, unit variance.
+    """
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    return keras.models.clone_model(model)  # rebuilds every layer from its config: new weights, none copied
 
 
 def scratch_width(ratio):

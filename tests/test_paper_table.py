@@ -211,6 +211,31 @@ def test_l1widths_row_prunes_the_dense_model_to_the_widths_of_ours(tmp_path):
     assert out["method"].endswith("coupled weight decay")
 
 
+_OURSWIDTHS_SCRIPT = _L1WIDTHS_SCRIPT.replace(
+    """row = paper_table.run_row("l1widths_0.16M", context)
+pruned = model_io.load_keras_model(os.path.join(sys.argv[2], "l1widths_0.16M", "l1_pruned.keras"))""",
+    """row = paper_table.run_row("ourswidths_0.16M", context)
+pruned = model_io.load_keras_model(os.path.join(sys.argv[2], "ourswidths_0.16M", "reinitialized.keras"))
+import numpy as np
+ours_model = model_io.load_keras_model(context["ours_0.16M"]["model"])
+kernels = [(w, v) for w, v in zip(ours_model.weights, pruned.weights) if "kernel" in w.path]
+assert kernels and all(w.shape == v.shape for w, v in kernels)
+assert not any(np.allclose(np.asarray(w), np.asarray(v)) for w, v in kernels), "weights were copied"
+assert row["model"].endswith(os.path.join("ourswidths_0.16M", "train", "stripped.keras"))""",
+)
+
+
+def test_ourswidths_row_trains_the_architecture_of_ours_from_fresh_weights(tmp_path):
+    out = _run_table_script(tmp_path, _OURSWIDTHS_SCRIPT)
+    assert out["calls"][::2] == ["ours_0.16M", "train"]  # no dense run: nothing is pruned from it
+    assert out["calls"][-1].startswith("dense,epochs=30,attack=n_fgsm,init_model=")
+    assert out["calls"][-1].endswith("ourswidths_0.16M/reinitialized.keras,decay=coupled")
+    assert out["same_widths"]
+    assert out["method"].startswith("the widths of ours_0.16M, re-initialized and trained from scratch")
+    assert "pgd2 after epoch 1" in out["method"] and out["epochs"] == 3  # this run only, not ours_0.16M's
+    assert "ourswidths_0.16M" not in out["default_rows"]
+
+
 def test_decoupled_decay_reaches_every_trainer_run_of_a_row(tmp_path):
     out = _run_table_script(tmp_path, _L1WIDTHS_SCRIPT, "--decay=decoupled")
     configs = out["calls"][1::2]

@@ -267,6 +267,13 @@ def _attack_text(summary):
     return _ATTACK.value
 
 
+def needed_row(name, context):
+    """Row `name` that another row builds on: run (or resumed, or reused) once, then kept in `context`."""
+    if name not in context:
+        context[name] = run_row(name, context)
+    return context[name]
+
+
 def run_row(name, context):
     """Trains one row (and what it needs); returns `{model, epochs, train_seconds, ...}`."""
     root = _WORKDIR.value
@@ -296,8 +303,7 @@ def run_row(name, context):
         return {"model": os.path.join(row_dir, "stripped.keras"), **summary, "method": method}
     if kind == "ourswidths":
         return run_ourswidths_row(row_dir, size, context)
-    dense = context.get("dense") or run_row("dense", context)
-    context["dense"] = dense
+    dense = needed_row("dense", context)
     if kind in ("l1", "l1widths"):
         import keras
 
@@ -307,8 +313,7 @@ def run_row(name, context):
         pruned_path = os.path.join(row_dir, "l1_pruned.keras")
         allocation, widths = "", None
         if kind == "l1widths":
-            ours = context.get(f"ours_{size}") or run_row(f"ours_{size}", context)
-            context[f"ours_{size}"] = ours
+            ours = needed_row(f"ours_{size}", context)
             widths = magnitude.group_widths(model_io.load_keras_model(ours["model"]))
             check_settings(row_dir, {"dense": dense["model"], "widths": widths})  # a retrained ours_* is refused
             allocation = f" to the widths of ours_{size}"
@@ -356,8 +361,7 @@ def run_ourswidths_row(row_dir, size, context):
 
     from tfrobustprune import magnitude, model_io
 
-    ours = context.get(f"ours_{size}") or run_row(f"ours_{size}", context)
-    context[f"ours_{size}"] = ours
+    ours = needed_row(f"ours_{size}", context)
     os.makedirs(row_dir, exist_ok=True)
     init_path = os.path.join(row_dir, "reinitialized.keras")
     ours_model = model_io.load_keras_model(ours["model"])

@@ -53,7 +53,7 @@ def get_config(arg=None):
     )
 
     # Guard and eval section
-    config.guard = dict(probe_size=200, probe_steps=5, max_drop=0.2)
+    config.guard = dict(probe_size=200, probe_steps=5, max_drop=0.2, max_attack_gap=0.2)
     config.eval = dict(pgd_steps=10, pgd_step=2 / 255, size=0)
     config.export = dict(tflite=False, representative_size=200)
     return config

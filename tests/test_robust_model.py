@@ -388,6 +388,72 @@ def test_guard_falls_back_to_pgd_after_a_relative_collapse_and_remembers_it(samp
     assert resumed.attack == "pgd" and again.fallback_at == 1
 
 
+class _TrainingAccuracy(keras.callbacks.Callback):
+    """Placed before the guard: sets the epoch's training accuracy the guard reads (a tiny model's is ~0.1)."""
+
+    def __init__(self, values):
+        super().__init__()
+        self.values = iter(values)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["accuracy"] = next(self.values)
+
+
+def _guarded_fit(sample, monkeypatch, probed, trained, attack="n_fgsm", **guard_kwargs):
+    """Fits a tiny gated ResNet with N-FGSM, probe accuracies `probed` and training accuracies `trained`.
+
+    Returns:
+        `(model, callback, history, initial network weights, network weights at the end of each epoch)`.
+    """
+    keras.utils.set_random_seed(0)
+    model = _compiled(tfrobustprune.gate(tfrobustprune.models.cifar_resnet(depth=8, width=4)), attack=attack)
+    callback = RobustPruneCallback(probe_data=(sample.x_val[:16], sample.y_val[:16]), **guard_kwargs)
+    accuracies = iter(probed)
+    monkeypatch.setattr(callback, "_probe_pgd_accuracy", lambda: next(accuracies))
+    snapshots = []
+
+    class Snapshot(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            snapshots.append([np.array(w) for w in self.model.network.get_weights()])
+
+    x, y = sample.x_train[:64].astype("float32") / 255, sample.y_train[:64]
+    initial = [np.array(w) for w in model.network.get_weights()]
+    callbacks = [_TrainingAccuracy(trained), callback, Snapshot()]
+    history = model.fit(x, y, batch_size=32, epochs=len(probed), verbose=0, callbacks=callbacks)
+    return model, callback, history, initial, snapshots
+
+
+def test_guard_catches_a_collapse_in_the_first_epoch_by_the_attack_gap(sample, monkeypatch):
+    # Epoch 1 fits its single-step attack (training accuracy 0.5) while PGD finds nothing (0.0): no earlier epoch
+    # to fall from, but 0.5 above the probe. The weights from before the epoch come back and PGD-2 takes over;
+    # then gaps of 0.05 are healthy (a second collapse would stop the fit).
+    model, callback, history, initial, snapshots = _guarded_fit(
+        sample, monkeypatch, probed=[0.0, 0.3, 0.3], trained=[0.5, 0.35, 0.35], fallback_steps=2
+    )
+    assert len(history.epoch) == 3 and callback.fallback_at == 0 and callback.collapsed_at is None
+    assert (model.attack, model.pgd_steps) == ("pgd", 2)
+    assert history.history["probe_attack_gap"] == pytest.approx([0.5, 0.05, 0.05])
+    for restored, before in zip(snapshots[0], initial):  # epoch 1 ended on the weights it started from
+        np.testing.assert_array_equal(restored, before)
+    assert not all(np.array_equal(a, b) for a, b in zip(snapshots[1], initial))  # epoch 2 trained on
+
+
+def test_guard_without_fallback_stops_a_first_epoch_collapse_on_the_starting_weights(sample, monkeypatch):
+    model, callback, history, initial, _ = _guarded_fit(sample, monkeypatch, probed=[0.02, 0.3], trained=[0.4, 0.4])
+    assert len(history.epoch) == 1 and callback.collapsed_at == 0
+    for restored, before in zip(model.network.get_weights(), initial):
+        np.testing.assert_array_equal(restored, before)
+
+
+def test_guard_attack_gap_can_be_turned_off_and_ignores_natural_training(sample, monkeypatch):
+    for kwargs in (dict(max_attack_gap=1.0), dict(attack="none")):  # natural training: no PGD robustness expected
+        _, callback, history, _, _ = _guarded_fit(sample, monkeypatch, probed=[0.0, 0.0], trained=[0.5, 0.5], **kwargs)
+        assert len(history.epoch) == 2 and callback.collapsed_at is None and callback.fallback_at is None
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match=f"Received: max_attack_gap={bad}"):
+            RobustPruneCallback(max_attack_gap=bad)
+
+
 def test_seed_fallback_starts_a_new_fit_in_pgd_and_keeps_an_existing_state(sample, monkeypatch, tmp_path):
     state_dir = str(tmp_path / "continued")
     assert RobustPruneCallback.seed_fallback(state_dir, 4)

@@ -367,3 +367,18 @@ def test_jit_compile_takes_a_bool_or_auto(value):
     config_check.validate({**fields, "train": {**fields["train"], "jit_compile": "auto"}})
     with pytest.raises(ConfigError, match=r"config.train.jit_compile: expected False or 'auto' with determ"):
         config_check.validate({**fields, "train": {**fields["train"], "jit_compile": True}})
+
+
+def test_guard_attack_gap_config_field_is_checked_and_older_configs_keep_it_off():
+    from configs import resnet20_cifar10
+    from tfrobustprune import config_check
+
+    config = resnet20_cifar10.get_config()
+    assert config_check.optional(config, "guard.max_attack_gap") == 0.2
+    for bad in (0.0, 1.5):  # ConfigDict itself refuses other types
+        config.guard.max_attack_gap = bad
+        with pytest.raises(ConfigError, match=rf"config.guard.max_attack_gap: .*Received: {bad!r}"):
+            config_check.validate(config)
+    del config.guard["max_attack_gap"]  # a config written before the test existed: the guard ran without it
+    config_check.validate(config)
+    assert config_check.optional(config, "guard.max_attack_gap") == 1.0

@@ -66,8 +66,12 @@ class RobustPruneCallback(keras.callbacks.Callback):
     (`budget.close_to_target`) and freezes the gates, so the remaining epochs
     train weights only. After each epoch it measures PGD accuracy on a fixed
     probe batch (Wong et al., 2020); if it falls more than `max_drop`
-    below the best so far (catastrophic overfitting), the best weights come back
-    and training either stops or, with `fallback_steps`, goes on with PGD. Per-group widths, the hard cost ratio, `hw_lambda`
+    below the best so far, or lies more than `max_attack_gap` below the epoch's
+    accuracy against the training attack (catastrophic overfitting: the model
+    fits its single-step attack and no other), the best weights come back (the
+    weights at the start of the guarded stretch, the fit's first epoch or the
+    freeze, if no epoch has passed yet) and training either stops or, with
+    `fallback_steps`, goes on with PGD. Per-group widths, the hard cost ratio, `hw_lambda`
     and the probe accuracy go into `logs`, so `History` and `TensorBoard`
     (placed after this callback) record them.
 
@@ -86,6 +90,13 @@ class RobustPruneCallback(keras.callbacks.Callback):
         max_relative_drop: Float, fraction of the best robust accuracy (once it
             is at least 0.05) whose loss also counts as a collapse; 1.0 turns
             this test off.
+        max_attack_gap: Float in (0, 1], how far the probe's PGD accuracy may
+            lie below the epoch's training accuracy (`logs["accuracy"]`, the
+            accuracy on the training attack's examples) before it counts as a
+            collapse; needs no earlier epoch, so it also catches a collapse in
+            the first epoch. Healthy full CIFAR-10 ResNet20 epochs measured a
+            gap of at most 0.13, collapsed ones 0.38-0.53 (BENCHMARKS.md).
+            1.0 turns this test off.
         fallback_steps: Int >= 0. 0: a collapse stops training and restores the
             best weights (early stopping, Wong et al. 2020). K > 0: the first
             collapse restores the best weights and training goes on with a
@@ -115,6 +126,7 @@ class RobustPruneCallback(keras.callbacks.Callback):
         probe_steps=5,
         max_drop=0.2,
         max_relative_drop=0.5,
+        max_attack_gap=0.2,
         fallback_steps=0,
         state_dir=None,
         verbose=1,
@@ -135,6 +147,8 @@ class RobustPruneCallback(keras.callbacks.Callback):
             raise ValueError(f"`max_drop` must be in (0, 1]. Received: max_drop={max_drop}")
         if not 0.0 < max_relative_drop <= 1.0:
             raise ValueError(f"`max_relative_drop` must be in (0, 1]. Received: max_relative_drop={max_relative_drop}")
+        if not 0.0 < max_attack_gap <= 1.0:
+            raise ValueError(f"`max_attack_gap` must be in (0, 1]. Received: max_attack_gap={max_attack_gap}")
         if int(fallback_steps) != fallback_steps or fallback_steps < 0:
             raise ValueError(f"`fallback_steps` must be an integer >= 0. Received: fallback_steps={fallback_steps}")
         self.lambda_max, self.warmup_epochs, self.ramp_epochs = float(lambda_max), int(warmup_epochs), int(ramp_epochs)
@@ -142,6 +156,7 @@ class RobustPruneCallback(keras.callbacks.Callback):
         self.target_glide_epochs = int(target_glide_epochs)
         self.probe_data, self.probe_steps, self.max_drop = probe_data, int(probe_steps), float(max_drop)
         self.max_relative_drop, self.fallback_steps = float(max_relative_drop), int(fallback_steps)
+        self.max_attack_gap = float(max_attack_gap)
         self.fallback_at = None
         self.verbose = verbose
         self.state_dir = state_dir
@@ -151,6 +166,7 @@ class RobustPruneCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         # Allow instances to be re-used across `model.fit()` calls.
         self._best_acc, self._best_weights, self._best_epoch = -1.0, None, None
+        self._start_weights = self._start_epoch = self._stop_weights = None
         self.collapsed_at = self.fallback_at = None
         self._probe_fn = None
         if not hasattr(self.model, "hw_lambda") or not hasattr(self.model, "cost_model"):
@@ -266,6 +282,12 @@ class RobustPruneCallback(keras.callbacks.Callback):
         self.model.hw_target.assign(
             target_schedule(epoch, self.model.target_ratio, self.warmup_epochs, self.target_glide_epochs)
         )
+        if self.probe_data is not None and self._best_weights is None:
+            # No epoch of this stretch (the fit, or the frozen gates) has passed the probe: a collapse in this
+            # epoch has no best weights to return to, so it returns here. Taken here, not in `on_train_begin`,
+            # because `BackupAndRestore` restores a resumed run's weights after that.
+            self._start_weights = [np.array(w) for w in self.model.get_weights()]
+            self._start_epoch = epoch
 
     def _probe_pgd_accuracy(self):
         if self._probe_fn is None:
@@ -289,6 +311,11 @@ class RobustPruneCallback(keras.callbacks.Callback):
         if self.probe_data is None or model.epsilon == 0.0:
             return
         acc = logs["probe_pgd_acc"] = self._probe_pgd_accuracy()
+        # The epoch's accuracy on its training attack's examples; natural training has no attack to overfit.
+        train_acc = None if model.attack == "none" else logs.get("accuracy")
+        gap = None if train_acc is None else float(train_acc) - acc
+        if gap is not None:
+            logs["probe_attack_gap"] = gap
         if self.verbose:
             logging.info(
                 "epoch %d: probe PGD-%d accuracy %.3f, %s ratio %.4f, lambda %.3g",
@@ -299,46 +326,49 @@ class RobustPruneCallback(keras.callbacks.Callback):
                 logs["hard_cost_ratio"],
                 logs["hw_lambda"],
             )
-        if acc > self._best_acc:
-            self._best_acc, self._best_epoch = acc, epoch
-            self._best_weights = [np.array(w) for w in model.get_weights()]
-            self._save_state()
-        elif self._collapsed(acc):
-            logs["catastrophic_overfitting"] = 1.0
-            if self.fallback_steps and self.fallback_at is None:
-                logging.warning(
-                    "Catastrophic overfitting at epoch %d: probe PGD accuracy %.3f fell from %.3f (epoch %d); "
-                    "restoring the weights of epoch %d and training on with PGD-%d.",
-                    epoch + 1,
-                    acc,
-                    self._best_acc,
-                    self._best_epoch + 1,
-                    self._best_epoch + 1,
-                    self.fallback_steps,
-                )
-                model.set_weights(self._best_weights)
-                self._switch_to_fallback(epoch)
+        reason = self._collapse_reason(acc, gap)
+        if reason is None:
+            if acc > self._best_acc:
+                self._best_acc, self._best_epoch = acc, epoch
+                self._best_weights = [np.array(w) for w in model.get_weights()]
                 self._save_state()
-                return
-            self.collapsed_at = epoch
-            model.stop_training = True
+            return
+        logs["catastrophic_overfitting"] = 1.0
+        if self._best_weights is not None:
+            weights, where = self._best_weights, f"the weights of epoch {self._best_epoch + 1}"
+        else:
+            weights, where = self._start_weights, f"the weights from the start of epoch {self._start_epoch + 1}"
+        if self.fallback_steps and self.fallback_at is None:
             logging.warning(
-                "Catastrophic overfitting at epoch %d: probe PGD accuracy %.3f fell from %.3f (epoch %d); "
-                "stopping and restoring the weights of epoch %d.",
+                "Catastrophic overfitting at epoch %d: %s; restoring %s and training on with PGD-%d.",
                 epoch + 1,
-                acc,
-                self._best_acc,
-                self._best_epoch + 1,
-                self._best_epoch + 1,
+                reason,
+                where,
+                self.fallback_steps,
             )
+            model.set_weights(weights)
+            self._switch_to_fallback(epoch)
+            self._save_state()
+            return
+        self.collapsed_at, self._stop_weights = epoch, (weights, where)
+        model.stop_training = True
+        logging.warning(
+            "Catastrophic overfitting at epoch %d: %s; stopping and restoring %s.", epoch + 1, reason, where
+        )
 
-    def _collapsed(self, acc):
-        """Whether probe accuracy `acc` is a collapse: `max_drop` below the best, or, once the best is
-        at least 0.05, below `(1 - max_relative_drop)` of it (early in training the best is small)."""
+    def _collapse_reason(self, acc, gap):
+        """Why probe accuracy `acc` (with `gap`, the epoch's training accuracy minus `acc`, or None) is a
+        collapse, or None if it is not: more than `max_attack_gap` below the training accuracy; `max_drop`
+        below the best; or, once the best is at least 0.05, below `(1 - max_relative_drop)` of it (early in
+        training the best is small)."""
+        if gap is not None and gap > self.max_attack_gap:
+            return f"probe PGD accuracy {acc:.3f} lies {gap:.3f} below the epoch's training accuracy {acc + gap:.3f}"
         if self._best_weights is None:
-            return False
+            return None
         relative = self._best_acc >= 0.05 and acc < (1.0 - self.max_relative_drop) * self._best_acc
-        return acc < self._best_acc - self.max_drop or relative
+        if acc < self._best_acc - self.max_drop or relative:
+            return f"probe PGD accuracy {acc:.3f} fell from {self._best_acc:.3f} (epoch {self._best_epoch + 1})"
+        return None
 
     def _switch_to_fallback(self, epoch):
         self.fallback_at = epoch
@@ -346,11 +376,10 @@ class RobustPruneCallback(keras.callbacks.Callback):
         model.set_training_attack(**attacks_lib.pgd_k(model.epsilon, self.fallback_steps))
 
     def on_train_end(self, logs=None):
-        if self.collapsed_at is not None and self._best_weights is not None:
-            self.model.set_weights(self._best_weights)
-            logging.warning(
-                "Restored the weights of epoch %d (probe PGD accuracy %.3f).", self._best_epoch + 1, self._best_acc
-            )
+        if self.collapsed_at is not None and self._stop_weights is not None:
+            weights, where = self._stop_weights
+            self.model.set_weights(weights)
+            logging.warning("Restored %s.", where)
         if self.freeze_epoch is not None and not self.model.gates_frozen():
             # Training ended (or stopped) before the freeze: the model still leaves meeting its target.
             self.freeze()

@@ -24,6 +24,7 @@ OPTIONAL_FIELDS = {
     "train.jit_compile": "auto",
     "guard.max_relative_drop": 0.5,
     "guard.fallback_steps": 0,
+    "guard.max_attack_gap": 1.0,
     "export.tflite": False,
 }
 
@@ -220,6 +221,13 @@ def validate(config):
         "guard.max_relative_drop",
         "a fraction in (0, 1]",
         relative,
+    )
+    gap = optional(config, "guard.max_attack_gap")
+    _require(
+        isinstance(gap, float | int) and not isinstance(gap, bool) and 0.0 < gap <= 1.0,
+        "guard.max_attack_gap",
+        "a fraction in (0, 1] (1: off)",
+        gap,
     )
     fallback = optional(config, "guard.fallback_steps")
     _require(isinstance(fallback, int) and fallback >= 0, "guard.fallback_steps", "an integer >= 0", fallback)

@@ -188,6 +188,7 @@ def make_callbacks(config, workdir, split, epoch_variable, stripped=False):
             probe_steps=config.guard.probe_steps,
             max_drop=config.guard.max_drop,
             max_relative_drop=config_check.optional(config, "guard.max_relative_drop"),
+            max_attack_gap=config_check.optional(config, "guard.max_attack_gap"),
             fallback_steps=config_check.optional(config, "guard.fallback_steps"),
             state_dir=backup,
         ),

@@ -449,9 +449,10 @@ def test_guard_attack_gap_can_be_turned_off_and_ignores_natural_training(sample,
     for kwargs in (dict(max_attack_gap=1.0), dict(attack="none")):  # natural training: no PGD robustness expected
         _, callback, history, _, _ = _guarded_fit(sample, monkeypatch, probed=[0.0, 0.0], trained=[0.5, 0.5], **kwargs)
         assert len(history.epoch) == 2 and callback.collapsed_at is None and callback.fallback_at is None
-    for bad in (0.0, 1.5):
-        with pytest.raises(ValueError, match=f"Received: max_attack_gap={bad}"):
-            RobustPruneCallback(max_attack_gap=bad)
+    for name in ("max_drop", "max_relative_drop", "max_attack_gap"):
+        for bad in (0.0, 1.5):
+            with pytest.raises(ValueError, match=f"Received: {name}={bad}"):
+                RobustPruneCallback(**{name: bad})
 
 
 def test_seed_fallback_starts_a_new_fit_in_pgd_and_keeps_an_existing_state(sample, monkeypatch, tmp_path):

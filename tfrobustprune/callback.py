@@ -144,12 +144,10 @@ class RobustPruneCallback(keras.callbacks.Callback):
             raise ValueError(f"`target_glide_epochs` must be >= 0. Received: target_glide_epochs={target_glide_epochs}")
         if freeze_epoch is not None and freeze_epoch < 0:
             raise ValueError(f"`freeze_epoch` must be >= 0 or None. Received: freeze_epoch={freeze_epoch}")
-        if not 0.0 < max_drop <= 1.0:
-            raise ValueError(f"`max_drop` must be in (0, 1]. Received: max_drop={max_drop}")
-        if not 0.0 < max_relative_drop <= 1.0:
-            raise ValueError(f"`max_relative_drop` must be in (0, 1]. Received: max_relative_drop={max_relative_drop}")
-        if not 0.0 < max_attack_gap <= 1.0:
-            raise ValueError(f"`max_attack_gap` must be in (0, 1]. Received: max_attack_gap={max_attack_gap}")
+        fractions = dict(max_drop=max_drop, max_relative_drop=max_relative_drop, max_attack_gap=max_attack_gap)
+        for name, value in fractions.items():
+            if not 0.0 < value <= 1.0:
+                raise ValueError(f"`{name}` must be in (0, 1]. Received: {name}={value}")
         if int(fallback_steps) != fallback_steps or fallback_steps < 0:
             raise ValueError(f"`fallback_steps` must be an integer >= 0. Received: fallback_steps={fallback_steps}")
         self.lambda_max, self.warmup_epochs, self.ramp_epochs = float(lambda_max), int(warmup_epochs), int(ramp_epochs)

@@ -215,20 +215,9 @@ def validate(config):
     _require(isinstance(probe, int) and probe >= 0, "guard.probe_size", "an integer >= 0 (0: no guard)", probe)
     drop = _number(config, "guard.max_drop")
     _require(0.0 < drop <= 1.0, "guard.max_drop", "a fraction in (0, 1]", drop)
-    relative = optional(config, "guard.max_relative_drop")
-    _require(
-        isinstance(relative, float | int) and 0.0 < relative <= 1.0,
-        "guard.max_relative_drop",
-        "a fraction in (0, 1]",
-        relative,
-    )
-    gap = optional(config, "guard.max_attack_gap")
-    _require(
-        isinstance(gap, float | int) and not isinstance(gap, bool) and 0.0 < gap <= 1.0,
-        "guard.max_attack_gap",
-        "a fraction in (0, 1] (1: off)",
-        gap,
-    )
+    for field in ("guard.max_relative_drop", "guard.max_attack_gap"):
+        fraction = _optional_number(config, field)
+        _require(0.0 < fraction <= 1.0, field, "a fraction in (0, 1] (1: that test off)", fraction)
     fallback = optional(config, "guard.fallback_steps")
     _require(isinstance(fallback, int) and fallback >= 0, "guard.fallback_steps", "an integer >= 0", fallback)
     eval_steps = _get(config, "eval.pgd_steps")

@@ -57,7 +57,8 @@ def define_flags():
 
 
 def _history(path):
-    """Per-epoch rows `(1-based epoch, training accuracy, probe accuracy, collapse flag or None)` of one file."""
+    """Per-epoch rows `(1-based epoch, training accuracy, probe accuracy, collapse flag or None)` of one file,
+    and the trainer report's `epochs` section if the file is a report (else None)."""
     if path.endswith(".csv"):
         with open(path) as f:
             rows = list(csv.DictReader(f))
@@ -69,15 +70,16 @@ def _history(path):
                 float(row["catastrophic_overfitting"]) > 0 if row.get("catastrophic_overfitting") else None,
             )
             for row in rows
-        ]
+        ], None
     with open(path) as f:
         report = json.load(f)
     history, epochs = report["history"], report["epochs"]
     first = epochs["configured"] - len(history["accuracy"]) + 1  # a resumed run's history holds its last fit
-    return [
+    rows = [
         (first + i, float(acc), float(probe), None)
         for i, (acc, probe) in enumerate(zip(history["accuracy"], history["probe_pgd_acc"]))
     ]
+    return rows, epochs
 
 
 def epoch_gaps(name, history_path, report_path=None, collapse_epoch=None):
@@ -94,11 +96,11 @@ def epoch_gaps(name, history_path, report_path=None, collapse_epoch=None):
         A list of dicts with `run`, `epoch` (1-based), `train_acc`, `probe_pgd_acc`, `gap` and `phase`:
         `"single-step"` (healthy), `"collapse"` or `"after fallback"` (trained with PGD-K).
     """
-    rows = _history(history_path)
-    report = history_path if report_path is None and history_path.endswith(".json") else report_path
-    if collapse_epoch is None and report is not None:
-        with open(report) as f:
+    rows, epochs = _history(history_path)
+    if collapse_epoch is None and report_path is not None:
+        with open(report_path) as f:
             epochs = json.load(f)["epochs"]
+    if collapse_epoch is None and epochs is not None:
         collapse_epoch = epochs.get("fallback_at") or epochs.get("catastrophic_overfitting_at")
     if collapse_epoch is None:
         collapse_epoch = next((epoch for epoch, _, _, flagged in rows if flagged), None)
@@ -131,12 +133,13 @@ def summarize(epochs, thresholds):
         phases[phase] = dict(epochs=len(gaps), min_gap=min(gaps, default=None), max_gap=max(gaps, default=None))
     by_threshold = {}
     for threshold in thresholds:
-        flagged = [e for e in epochs if e["gap"] > threshold]
-        by_threshold[str(threshold)] = dict(
-            caught=[f"{e['run']}@{e['epoch']}" for e in flagged if e["phase"] == "collapse"],
-            missed=[f"{e['run']}@{e['epoch']}" for e in epochs if e["phase"] == "collapse" and e["gap"] <= threshold],
-            false_alarms=[f"{e['run']}@{e['epoch']}" for e in flagged if e["phase"] != "collapse"],
-        )
+        outcome = dict(caught=[], missed=[], false_alarms=[])
+        for e in epochs:
+            flagged, collapse = e["gap"] > threshold, e["phase"] == "collapse"
+            if flagged or collapse:
+                key = "false_alarms" if not collapse else "caught" if flagged else "missed"
+                outcome[key].append(f"{e['run']}@{e['epoch']}")
+        by_threshold[str(threshold)] = outcome
     return dict(phases=phases, thresholds=by_threshold)
 
 

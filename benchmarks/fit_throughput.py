@@ -62,12 +62,25 @@ def images_per_second(model, dataset, steps, batch_size, clock=time.perf_counter
     return (last_batch - first_batch) * batch_size / (last_time - first_time)
 
 
+def cpu_model():
+    """The CPU's model name from /proc/cpuinfo (e.g. "AMD EPYC"), or `platform.processor()` where there is none."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def machine():
-    """Dict: CPU count, load average at the call (a busy machine slows every figure), platform, versions."""
+    """Dict: CPU count and model, load average at the call (a busy machine slows every figure), platform, versions."""
     import tensorflow as tf
 
     return {
         "cpus": os.cpu_count(),
+        "cpu_model": cpu_model(),  # XLA's effect differs by CPU: x1.10-1.19 on one machine here, x0.65-0.74 on another
         "load_average_1_5_15min_at_end": list(os.getloadavg()),
         "platform": platform.platform(),
         "tensorflow": tf.__version__,

@@ -42,10 +42,16 @@ Diagnostic rows, only when `--rows` names them:
   `--epochs`, dense (Liu et al. 2019's "scratch" test). Against `scratch_*` it
   judges our allocation apart from our training; against `ours_*`, training
   once with gates against training the found architecture again.
+- `densefull`: fast adversarial training without pruning for the whole
+  `--epochs` (the `dense` row trains `--epochs - --finetune_epochs`): what the
+  pruned rows' full budget gives the unpruned ResNet20, the ceiling of the
+  training recipe at this budget. Against `ours_*` it measures what pruning
+  costs; against `dense`, what the last `--finetune_epochs` epochs add.
 
 `--jit_compile` sets whether the trainer rows compile their training step
-with XLA (unset: the config's setting). Every figure in BENCHMARKS.md was
-trained without it; `--jit_compile=false` repeats their random stream.
+with XLA (unset: the config's setting, "auto": no XLA on a CPU). Every figure
+in BENCHMARKS.md was trained without it; `--jit_compile=false` repeats their
+random stream on any machine.
 
 `--decay` sets the weight decay rule of every row (dense, ours, both peers'
 fine-tuning; config arg `decay=`): `coupled` (default) L2 on the gradients as
@@ -114,9 +120,9 @@ _JIT_COMPILE = flags.DEFINE_enum(
     "jit_compile",
     None,
     ["auto", "true", "false"],
-    "XLA for the trainer rows' training step (`--config.train.jit_compile`); unset: the config's (True since the "
-    "twelfth session). The table's figures were trained without XLA (`false`); a switch only changes the random stream and "
-    "the hours, so a run may resume or be reused under either.",
+    "XLA for the trainer rows' training step (`--config.train.jit_compile`); unset: the config's ('auto', no XLA "
+    "on a CPU; True in the twelfth to seventeenth sessions). The table's figures were trained without XLA (`false`); "
+    "a switch only changes the random stream and the hours, so a run may resume or be reused under either.",
 )
 _FINETUNE_LR = flags.DEFINE_float("finetune_lr", 0.05, "Peak learning rate of the peers' fine-tuning.")
 _ROWS = flags.DEFINE_list("rows", None, "Rows to run (default: the seven of ROWS; DIAGNOSTIC_ROWS only by name).")
@@ -146,6 +152,7 @@ DIAGNOSTIC_ROWS = (
     "scratch_0.04M",
     "ourswidths_0.16M",
     "ourswidths_0.04M",
+    "densefull",
 )  # only when `--rows` names them
 PUBLISHED = [  # natural / PGD accuracy on the CIFAR-10 test set, eps 8/255, as printed in the papers
     {"row": "Vemparala et al. 2021, dense FAT ResNet20", "params": 0.27e6, "natural": 0.8152, "pgd": 0.4065},
@@ -280,7 +287,7 @@ def run_row(name, context):
     row_dir = os.path.join(root, name)
     kind, _, size = name.partition("_")
     dense_epochs = _EPOCHS.value - _FINETUNE_EPOCHS.value
-    if kind in ("ours", "dense", "scratch"):
+    if kind in ("ours", "dense", "densefull", "scratch"):
         if kind == "ours":
             arg = f"cost=params,target={SIZES[size]},epochs={_EPOCHS.value},attack={_ATTACK.value}"
             method = f"in-train gates + hardware loss, {_ATTACK.value} (tfrobustprune)"
@@ -295,7 +302,8 @@ def run_row(name, context):
                 f"ResNet20 of base width {width} (dense: 16) from scratch, fast adversarial training ({_ATTACK.value})"
             )
         else:
-            arg = f"dense,epochs={dense_epochs},attack={_ATTACK.value}{recipe_args()}"
+            epochs = _EPOCHS.value if kind == "densefull" else dense_epochs
+            arg = f"dense,epochs={epochs},attack={_ATTACK.value}{recipe_args()}"
             method = f"fast adversarial training ({_ATTACK.value}), no pruning"
         method += _recipe_text()
         summary = trained_summary(train(row_dir, arg))

@@ -8,7 +8,7 @@ ones are multiplied by zero), whatever its target; a stripped model computes
 only the kept ones. Each model trains the training step of
 `configs/resnet20_cifar10.py` (N-FGSM, coupled weight decay, gates frozen) on
 the shipped sample of real CIFAR-10 images, batch 128, compiled as the config
-says (`train.jit_compile`: XLA since the twelfth session), in alternating rounds
+says (`train.jit_compile`: XLA from the twelfth to the seventeenth session, "auto" before and after), in alternating rounds
 (a busy machine slows all alike), and the median per round is kept. For each
 stripped model the benchmark also gives the wall time of a whole 30-epoch run
 with `strip` relative to one without (the first `freeze_epoch` epochs gated,

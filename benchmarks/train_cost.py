@@ -7,7 +7,7 @@ sample, repeated), batch 128. The two are measured in alternating rounds and
 the median per round is kept, so a busy machine slows both alike. Target: the
 ratio of plain to robust throughput at most 2.2 (two forward/backward passes
 per step make 2.0 the floor). Both compile with Keras' default `jit_compile`
-("auto": no XLA on a CPU), unlike configs/resnet20_cifar10.py (benchmarks/xla_cost.py).
+("auto": no XLA on a CPU), as configs/resnet20_cifar10.py does (benchmarks/xla_cost.py).
 """
 
 import json

@@ -51,14 +51,14 @@ before momentum, as torch.optim.SGD in the recipes this config follows (Keras'
 41.46% (BENCHMARKS.md, the coupled table); runs before that default were
 decoupled, so reproducing them needs `decay=decoupled`.
 
-The training step is compiled with XLA (`train.jit_compile=True`; Keras' default
-compiles it only on an accelerator): measured on this project's 2-core CPU in
-two runs, x1.10-1.19 images/s for the gated model, x1.09-1.13 / x1.02-1.08 for
-the stripped 0.16M / 0.04M models, for 10-20 s more per compilation
-(benchmarks/xla_cost.py). XLA draws other random starts than TensorFlow's
-kernels for the same seed; a run may resume with it switched
-(`--config.train.jit_compile=false`, or `auto`). It cannot be combined with
-`deterministic=True` (Keras drops XLA under op determinism).
+`train.jit_compile` is `auto`, Keras' default: XLA only on an accelerator.
+On a CPU its effect depends on the CPU (benchmarks/xla_cost.py): on one 2-core
+machine of this project XLA ran the gated step x1.10-1.19 faster, on another
+(AMD EPYC, AVX-512) x0.66-0.69, and the stripped models x0.65-0.74, so XLA is
+opt-in: `--config.train.jit_compile=true`, after timing it on the machine.
+XLA draws other random starts than TensorFlow's kernels for the same seed; a
+run may resume with it switched. It cannot be combined with `deterministic=True`
+(Keras drops XLA under op determinism).
 
 `strip` strips the model at the gate freeze (epoch 22 of 30) and trains the
 stripped model for the remaining epochs: the same weights and learning-rate
@@ -183,8 +183,8 @@ def get_config(arg=None):
         freeze_epoch=0 if arg.dense else gate_start + max(1, int(0.6 * pruned_epochs)),
         # After the freeze the gates hold still: the stripped model computes the same, with fewer MACs.
         strip_at_freeze=arg.strip,
-        # XLA on a CPU too (Keras' "auto" uses it only on an accelerator): x1.10-1.19 per gated step on 2 cores.
-        jit_compile=common.jit_compile_field(True),
+        # Keras' choice, XLA only on an accelerator: on a CPU it ran x1.10-1.19 on one machine, x0.65-0.74 on another.
+        jit_compile=common.jit_compile_field("auto"),
         verbose=2,
     )
 

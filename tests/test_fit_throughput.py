@@ -30,3 +30,26 @@ def test_images_per_second_times_the_steps_after_the_first(throughput, sample):
     finite = data.train_dataset(sample.x_train[:16], sample.y_train[:16], 16)  # one batch, not repeated
     with pytest.raises(ValueError, match="is `dataset` repeated"):
         throughput.images_per_second(model, finite, 4, 16)
+
+
+def test_cpu_model_reads_the_model_name_and_falls_back_without_proc(throughput, monkeypatch):
+    real_open = open
+    cpuinfo = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9B14\nflags\t\t: fpu avx512f\n"
+
+    def fake_open(path, *args, **kwargs):
+        if path == "/proc/cpuinfo":
+            import io
+
+            return io.StringIO(cpuinfo)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", fake_open)
+    assert throughput.cpu_model() == "AMD EPYC 9B14"
+
+    def no_proc(path, *args, **kwargs):
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr("builtins.open", no_proc)
+    monkeypatch.setattr(throughput.platform, "processor", lambda: "")
+    assert throughput.cpu_model() == "unknown"
+    assert throughput.machine()["cpu_model"] == "unknown"

@@ -293,6 +293,13 @@ def test_scratch_rows_train_the_widest_narrow_resnet20_within_the_size(tmp_path)
     assert models.resnet20(width=6).count_params() <= limit < models.resnet20(width=7).count_params()
 
 
+@pytest.mark.parametrize("row,epochs", [("densefull", 30), ("dense", 20)])
+def test_densefull_row_trains_the_dense_model_for_the_whole_budget(tmp_path, row, epochs):
+    out = _run_table_script(tmp_path, _OURS_SCRIPT.replace('run_row("ours_0.16M"', f'run_row("{row}"'))
+    assert out["calls"] == [f"dense,epochs={epochs},attack=n_fgsm,decay=coupled"]  # dense: --epochs - finetune
+    assert out["method"].startswith("fast adversarial training (n_fgsm), no pruning")
+
+
 def test_ours_args_may_not_set_what_the_table_sets(tmp_path):
     result = subprocess.run(
         [

@@ -44,6 +44,9 @@ SOURCES = (
     ("dense, coupled decay, FGSM-RS (stopped)", "recipe_fgsm_rs_coupled_dense_history.csv", None, 2),
     # Batch 64, 6-epoch schedule: collapsed in its first epoch, caught by the attack gap (BENCHMARKS.md).
     ("dense, batch 64, N-FGSM, 6-epoch schedule", "guard_first_epoch_collapse_b64_history.csv", None, None),
+    # The densefull row's first 6 epochs (30-epoch schedule), stopped after them (BENCHMARKS.md): its history.csv
+    # has no `catastrophic_overfitting` column (the callback logs it from the collapse on, CSVLogger keeps epoch 1's).
+    ("densefull, N-FGSM, 30-epoch schedule (stopped)", "densefull_30ep_nfgsm_stopped_history.csv", None, 4),
 )
 
 _OUT = _THRESHOLDS = None  # flag holders, defined by `define_flags`

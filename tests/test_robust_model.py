@@ -377,7 +377,7 @@ def test_guard_falls_back_to_pgd_after_a_relative_collapse_and_remembers_it(samp
     assert len(history.epoch) == 3 and callback.collapsed_at is None and callback.fallback_at == 1
     assert pgd_traces  # the train step was retraced with the PGD attack
     assert (model.attack, model.pgd_steps, model.step) == ("pgd", 2, pytest.approx(model.epsilon / 2))
-    assert "catastrophic_overfitting" in history.history
+    assert history.history["catastrophic_overfitting"] == [0.0, 1.0, 0.0]  # every epoch: a CSV column from the first
     for restored, best in zip(snapshots[1], snapshots[0]):  # epoch 2 ended on the weights of epoch 1
         np.testing.assert_array_equal(restored, best)
 

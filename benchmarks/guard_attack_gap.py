@@ -47,6 +47,8 @@ SOURCES = (
     # The densefull row's first 6 epochs (30-epoch schedule), stopped after them (BENCHMARKS.md): its history.csv
     # has no `catastrophic_overfitting` column (the callback logs it from the collapse on, CSVLogger keeps epoch 1's).
     ("densefull, N-FGSM, 30-epoch schedule (stopped)", "densefull_30ep_nfgsm_stopped_history.csv", None, 4),
+    # The freeze test (ours at 0.04M, gates frozen at epoch 19) on the eighteenth session's machine, stopped after 4.
+    ("ours 0.04M, freeze at 19 (stopped)", "freeze19_0.04M_nfgsm_stopped_history.csv", None, 3),
 )
 
 _OUT = _THRESHOLDS = None  # flag holders, defined by `define_flags`

@@ -191,9 +191,9 @@ def get_config(arg=None):
     # Guard and eval section
     # Catastrophic overfitting (probe PGD accuracy down 0.2, or by half, or 0.2 below the epoch's training accuracy):
     # back to the best weights, then PGD-2.
-    config.guard = dict(
-        probe_size=512, probe_steps=5, max_drop=0.2, max_relative_drop=0.5, max_attack_gap=0.2, fallback_steps=2
-    )
+    # pgd_warmup_epochs=N: the first N epochs with PGD-fallback_steps, then the single-step attack (0: off).
+    config.guard = dict(probe_size=512, probe_steps=5, max_drop=0.2, max_relative_drop=0.5, max_attack_gap=0.2)
+    config.guard.update(fallback_steps=2, pgd_warmup_epochs=0)
     config.eval = dict(pgd_steps=10, pgd_step=2 / 255, size=0)
     config.export = dict(tflite=False, representative_size=500)
 

@@ -455,6 +455,50 @@ def test_guard_attack_gap_can_be_turned_off_and_ignores_natural_training(sample,
                 RobustPruneCallback(**{name: bad})
 
 
+class _EpochAttacks(keras.callbacks.Callback):
+    """Placed after the guard: records the training attack each epoch's first batch trains with."""
+
+    def __init__(self):
+        super().__init__()
+        self.attacks = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == 0:
+            self.attacks.append((self.model.attack, self.model.pgd_steps if self.model.attack == "pgd" else None))
+
+
+@pytest.mark.parametrize("epochs", [3, 1])
+def test_pgd_warmup_trains_the_first_epochs_with_pgd_then_the_own_attack(sample, monkeypatch, epochs):
+    keras.utils.set_random_seed(0)
+    model = _compiled(tfrobustprune.gate(tfrobustprune.models.cifar_resnet(depth=8, width=4)), attack="n_fgsm")
+    pgd_traces = []
+    real_pgd = attacks.pgd
+    monkeypatch.setattr(attacks, "pgd", lambda *a, **k: pgd_traces.append(k) or real_pgd(*a, **k))
+    seen = _EpochAttacks()
+    callback = RobustPruneCallback(fallback_steps=2, pgd_warmup_epochs=2, verbose=0)
+    x, y = sample.x_train[:64].astype("float32") / 255, sample.y_train[:64]
+    model.fit(x, y, batch_size=32, epochs=epochs, verbose=0, callbacks=[callback, seen])
+    assert seen.attacks == [("pgd", 2), ("pgd", 2), ("n_fgsm", None)][:epochs]
+    assert pgd_traces  # the step was traced with PGD, not only relabelled
+    assert model.attack == "n_fgsm" and callback.fallback_at is None  # a fit ending inside the warm-up too
+
+
+def test_pgd_warmup_leaves_pgd_and_natural_training_alone_and_checks_its_arguments(sample):
+    x, y = sample.x_train[:32].astype("float32") / 255, sample.y_train[:32]
+    for attack, pgd_steps in (("pgd", 3), ("none", 10)):
+        model = _compiled(
+            tfrobustprune.gate(tfrobustprune.models.cifar_resnet(depth=8, width=4)), attack=attack, pgd_steps=pgd_steps
+        )
+        seen = _EpochAttacks()
+        callback = RobustPruneCallback(fallback_steps=2, pgd_warmup_epochs=1, verbose=0)
+        model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[callback, seen])
+        assert seen.attacks == [(attack, pgd_steps if attack == "pgd" else None)] * 2
+    with pytest.raises(ValueError, match="Received: pgd_warmup_epochs=3, fallback_steps=0"):
+        RobustPruneCallback(pgd_warmup_epochs=3)
+    with pytest.raises(ValueError, match="Received: pgd_warmup_epochs=-1"):
+        RobustPruneCallback(fallback_steps=2, pgd_warmup_epochs=-1)
+
+
 def test_seed_fallback_starts_a_new_fit_in_pgd_and_keeps_an_existing_state(sample, monkeypatch, tmp_path):
     state_dir = str(tmp_path / "continued")
     assert RobustPruneCallback.seed_fallback(state_dir, 4)

@@ -369,6 +369,23 @@ def test_jit_compile_takes_a_bool_or_auto(value):
         config_check.validate({**fields, "train": {**fields["train"], "jit_compile": True}})
 
 
+def test_guard_pgd_warmup_config_field_is_checked_and_older_configs_keep_it_off():
+    from configs import resnet20_cifar10
+    from tfrobustprune import config_check
+
+    config = resnet20_cifar10.get_config()
+    assert config_check.optional(config, "guard.pgd_warmup_epochs") == 0
+    config.guard.pgd_warmup_epochs = -2
+    with pytest.raises(ConfigError, match=r"config.guard.pgd_warmup_epochs: expected an integer >= 0. Received: -2"):
+        config_check.validate(config)
+    config.guard.pgd_warmup_epochs, config.guard.fallback_steps = 6, 0
+    with pytest.raises(ConfigError, match=r"config.guard.pgd_warmup_epochs: expected 0 while .*Received: 6"):
+        config_check.validate(config)
+    del config.guard["pgd_warmup_epochs"]  # a config written before the field: no warm-up
+    config_check.validate(config)
+    assert config_check.optional(config, "guard.pgd_warmup_epochs") == 0
+
+
 def test_guard_attack_gap_config_field_is_checked_and_older_configs_keep_it_off():
     from configs import resnet20_cifar10
     from tfrobustprune import config_check

@@ -25,6 +25,7 @@ OPTIONAL_FIELDS = {
     "guard.max_relative_drop": 0.5,
     "guard.fallback_steps": 0,
     "guard.max_attack_gap": 1.0,
+    "guard.pgd_warmup_epochs": 0,
     "export.tflite": False,
 }
 
@@ -220,5 +221,13 @@ def validate(config):
         _require(0.0 < fraction <= 1.0, field, "a fraction in (0, 1] (1: that test off)", fraction)
     fallback = optional(config, "guard.fallback_steps")
     _require(isinstance(fallback, int) and fallback >= 0, "guard.fallback_steps", "an integer >= 0", fallback)
+    warmup = optional(config, "guard.pgd_warmup_epochs")
+    _require(isinstance(warmup, int) and warmup >= 0, "guard.pgd_warmup_epochs", "an integer >= 0", warmup)
+    _require(
+        not warmup or fallback > 0,
+        "guard.pgd_warmup_epochs",
+        f"0 while guard.fallback_steps is 0 (the warm-up trains with PGD-fallback_steps; got {fallback})",
+        warmup,
+    )
     eval_steps = _get(config, "eval.pgd_steps")
     _require(isinstance(eval_steps, int) and eval_steps >= 1, "eval.pgd_steps", "an integer >= 1", eval_steps)

@@ -190,6 +190,7 @@ def make_callbacks(config, workdir, split, epoch_variable, stripped=False):
             max_relative_drop=config_check.optional(config, "guard.max_relative_drop"),
             max_attack_gap=config_check.optional(config, "guard.max_attack_gap"),
             fallback_steps=config_check.optional(config, "guard.fallback_steps"),
+            pgd_warmup_epochs=config_check.optional(config, "guard.pgd_warmup_epochs"),
             state_dir=backup,
         ),
         nan_guard,

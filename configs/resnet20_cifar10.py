@@ -90,7 +90,8 @@ def get_config(arg=None):
     `sensitivity=S` (the gates' `cost_sensitivity`), `gate_start=N` (dense
     epochs before the hardware loss starts; default a third of the epochs, 0 a one-epoch warm-up),
     `importance=P` (the gates' `importance_pressure`), `center=0|1` (their `center_task_gradient`),
-    `width=W` (the ResNet20's base width, 16 by default; e.g. `dense,width=6` trains a uniformly narrow one)."""
+    `width=W` (the ResNet20's base width, 16 by default; e.g. `dense,width=6` trains a uniformly narrow one),
+    `pgd_warmup=N` (the first N epochs with PGD-2, then the single-step attack; `guard.pgd_warmup_epochs`)."""
     arg = common.parse_arg(
         arg,
         **GATE_METHOD,
@@ -106,6 +107,7 @@ def get_config(arg=None):
         strip=False,
         gate_start=-1,  # -1: a third of the epochs (none for `dense` and `quick`)
         width=16,
+        pgd_warmup=0,
     )
     if arg.width < 1:
         raise ValueError(f"Config arg 'width' must be >= 1. Received: width={arg.width}")
@@ -193,7 +195,7 @@ def get_config(arg=None):
     # back to the best weights, then PGD-2.
     # pgd_warmup_epochs=N: the first N epochs with PGD-fallback_steps, then the single-step attack (0: off).
     config.guard = dict(probe_size=512, probe_steps=5, max_drop=0.2, max_relative_drop=0.5, max_attack_gap=0.2)
-    config.guard.update(fallback_steps=2, pgd_warmup_epochs=0)
+    config.guard.update(fallback_steps=2, pgd_warmup_epochs=arg.pgd_warmup)
     config.eval = dict(pgd_steps=10, pgd_step=2 / 255, size=0)
     config.export = dict(tflite=False, representative_size=500)
 

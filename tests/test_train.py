@@ -384,6 +384,11 @@ def test_guard_pgd_warmup_config_field_is_checked_and_older_configs_keep_it_off(
     del config.guard["pgd_warmup_epochs"]  # a config written before the field: no warm-up
     config_check.validate(config)
     assert config_check.optional(config, "guard.pgd_warmup_epochs") == 0
+    warm = resnet20_cifar10.get_config("dense,epochs=30,pgd_warmup=6")  # the config arg sets the field
+    config_check.validate(warm)
+    assert (warm.guard.pgd_warmup_epochs, warm.guard.fallback_steps) == (6, 2)
+    with pytest.raises(ConfigError, match=r"config.guard.pgd_warmup_epochs: .*Received: -1"):
+        config_check.validate(resnet20_cifar10.get_config("pgd_warmup=-1"))
 
 
 def test_guard_attack_gap_config_field_is_checked_and_older_configs_keep_it_off():

@@ -45,7 +45,8 @@ SOURCES = (
     # Batch 64, 6-epoch schedule: collapsed in its first epoch, caught by the attack gap (BENCHMARKS.md).
     ("dense, batch 64, N-FGSM, 6-epoch schedule", "guard_first_epoch_collapse_b64_history.csv", None, None),
     # The densefull row's first 6 epochs (30-epoch schedule), stopped after them (BENCHMARKS.md): its history.csv
-    # has no `catastrophic_overfitting` column (the callback logs it from the collapse on, CSVLogger keeps epoch 1's).
+    # has no `catastrophic_overfitting` column (trained before 2f79788, when the callback logged it only from the
+    # collapse on and CSVLogger kept the first epoch's keys), hence the collapse epoch here; so for the freeze test.
     ("densefull, N-FGSM, 30-epoch schedule (stopped)", "densefull_30ep_nfgsm_stopped_history.csv", None, 4),
     # The freeze test (ours at 0.04M, gates frozen at epoch 19) on the eighteenth session's machine, stopped after 4.
     ("ours 0.04M, freeze at 19 (stopped)", "freeze19_0.04M_nfgsm_stopped_history.csv", None, 3),

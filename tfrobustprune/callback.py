@@ -156,12 +156,9 @@ class RobustPruneCallback(keras.callbacks.Callback):
         for name, value in fractions.items():
             if not 0.0 < value <= 1.0:
                 raise ValueError(f"`{name}` must be in (0, 1]. Received: {name}={value}")
-        if int(fallback_steps) != fallback_steps or fallback_steps < 0:
-            raise ValueError(f"`fallback_steps` must be an integer >= 0. Received: fallback_steps={fallback_steps}")
-        if int(pgd_warmup_epochs) != pgd_warmup_epochs or pgd_warmup_epochs < 0:
-            raise ValueError(
-                f"`pgd_warmup_epochs` must be an integer >= 0. Received: pgd_warmup_epochs={pgd_warmup_epochs}"
-            )
+        for name, value in dict(fallback_steps=fallback_steps, pgd_warmup_epochs=pgd_warmup_epochs).items():
+            if int(value) != value or value < 0:
+                raise ValueError(f"`{name}` must be an integer >= 0. Received: {name}={value}")
         if pgd_warmup_epochs and not fallback_steps:
             raise ValueError(
                 "`pgd_warmup_epochs` trains with PGD-`fallback_steps`, which must then be > 0. Received: "
@@ -195,7 +192,6 @@ class RobustPruneCallback(keras.callbacks.Callback):
         model = self.model
         single_step = self.pgd_warmup_epochs and model.attack not in ("pgd", "none")
         self._own_attack = dict(attack=model.attack, step=model.step) if single_step else None
-        self._in_pgd_warmup = False
         self._load_state()
 
     @staticmethod
@@ -295,14 +291,18 @@ class RobustPruneCallback(keras.callbacks.Callback):
                 model.target_ratio,
             )
 
+    def _in_pgd_warmup(self):
+        """Whether the model trains with the warm-up's PGD now (not with its own attack, nor after a fallback)."""
+        own = self._own_attack
+        return own is not None and self.fallback_at is None and self.model.attack != own["attack"]
+
     def _pgd_warmup(self, epoch):
         """PGD-`fallback_steps` in the first `pgd_warmup_epochs`, then the model's own attack (unless it fell back)."""
         if self._own_attack is None or self.fallback_at is not None:
             return
         warm = epoch < self.pgd_warmup_epochs
-        if warm == self._in_pgd_warmup:
+        if warm == self._in_pgd_warmup():
             return
-        self._in_pgd_warmup = warm
         if warm:
             self.model.set_training_attack(**attacks_lib.pgd_k(self.model.epsilon, self.fallback_steps))
         else:
@@ -420,9 +420,8 @@ class RobustPruneCallback(keras.callbacks.Callback):
         model.set_training_attack(**attacks_lib.pgd_k(model.epsilon, self.fallback_steps))
 
     def on_train_end(self, logs=None):
-        if self._in_pgd_warmup and self.fallback_at is None:  # ended inside the warm-up: the model's own attack back
+        if self._in_pgd_warmup():  # the fit ended inside the warm-up: the model leaves with its own attack
             self.model.set_training_attack(**self._own_attack)
-            self._in_pgd_warmup = False
         if self.collapsed_at is not None and self._stop_weights is not None:
             weights, where = self._stop_weights
             self.model.set_weights(weights)

@@ -53,6 +53,13 @@ with XLA (unset: the config's setting, "auto": no XLA on a CPU). Every figure
 in BENCHMARKS.md was trained without it; `--jit_compile=false` repeats their
 random stream on any machine.
 
+`--pgd_warmup=N` trains the first N epochs of every row trained from scratch
+(ours, dense, densefull, scratch, ourswidths) with PGD-2, then `--attack`
+(config arg `pgd_warmup=`, `guard.pgd_warmup_epochs`): every catastrophic
+overfitting on record came in a run's first 4 epochs. The peers' fine-tuning
+starts from the robust dense model and does not warm up again. A warm-up is
+another table, with files suffixed `_pgdwarmup<N>`.
+
 `--decay` sets the weight decay rule of every row (dense, ours, both peers'
 fine-tuning; config arg `decay=`): `coupled` (default) L2 on the gradients as
 torch.optim.SGD, or `decoupled`, Keras' SGD `weight_decay`, the rule of the
@@ -124,6 +131,13 @@ _JIT_COMPILE = flags.DEFINE_enum(
     "on a CPU; True in the twelfth to seventeenth sessions). The table's figures were trained without XLA (`false`); "
     "a switch only changes the random stream and the hours, so a run may resume or be reused under either.",
 )
+_PGD_WARMUP = flags.DEFINE_integer(
+    "pgd_warmup",
+    0,
+    "PGD-2 for the first N epochs of every row trained from scratch (ours, dense, densefull, scratch, ourswidths; "
+    "config arg `pgd_warmup=`), then `--attack`; not for the peers' fine-tuning. 0: off. A warm-up is another table, "
+    "with its own default files (suffix `_pgdwarmup<N>`).",
+)
 _FINETUNE_LR = flags.DEFINE_float("finetune_lr", 0.05, "Peak learning rate of the peers' fine-tuning.")
 _ROWS = flags.DEFINE_list("rows", None, "Rows to run (default: the seven of ROWS; DIAGNOSTIC_ROWS only by name).")
 _STRONG_EVAL_SIZE = flags.DEFINE_integer("strong_eval_size", 1000, "Images for PGD-50x10 and APGD-CE.")
@@ -144,7 +158,7 @@ _MODELS_DIR = flags.DEFINE_string("models_dir", os.path.join(RESULTS, "models"),
 DENSE_PARAMS = 274_042
 SIZES = {"0.16M": 0.584, "0.04M": 0.146}  # parameter ratios of the dense ResNet20
 ROWS = ("ours_0.16M", "dense", "l1_0.16M", "tfmot_0.16M", "ours_0.04M", "l1_0.04M", "tfmot_0.04M")
-OWNED_CONFIG_ARGS = ("cost", "target", "epochs", "attack", "dense", "quick", "init_model", "decay")
+OWNED_CONFIG_ARGS = ("cost", "target", "epochs", "attack", "dense", "quick", "init_model", "decay", "pgd_warmup")
 DIAGNOSTIC_ROWS = (
     "l1widths_0.16M",
     "l1widths_0.04M",
@@ -255,16 +269,27 @@ def trained_summary(report):
     }
 
 
-def recipe_args():
-    """Config args every trainer row adds for `--decay`, e.g. `,decay=coupled`.
+def recipe_args(from_scratch=False):
+    """Config args every trainer row adds for `--decay` (and `--pgd_warmup`), e.g. `,decay=coupled`.
 
-    Always explicit, so that a row's config string names its rule whatever the config file's default.
+    Args:
+        from_scratch: Whether the run trains from fresh weights (then `--pgd_warmup` applies); the peers'
+            fine-tuning of a pruned robust model does not warm up again.
+
+    Returns:
+        The args, always naming the decay rule, so that a row's config string names it whatever the config
+        file's default; `,pgd_warmup=N` only when set, so that rows cached before the flag keep their string.
     """
-    return f",decay={_DECAY.value}"
+    warmup = f",pgd_warmup={_PGD_WARMUP.value}" if from_scratch and _PGD_WARMUP.value else ""
+    return f",decay={_DECAY.value}{warmup}"
 
 
-def _recipe_text():
-    return ", coupled weight decay" if _DECAY.value == "coupled" else ""
+def _warmup_text():
+    return f", PGD-2 for epochs 1-{_PGD_WARMUP.value}" if _PGD_WARMUP.value else ""
+
+
+def _recipe_text(from_scratch=False):
+    return (", coupled weight decay" if _DECAY.value == "coupled" else "") + (_warmup_text() if from_scratch else "")
 
 
 def _attack_text(summary):
@@ -294,18 +319,19 @@ def run_row(name, context):
             if _OURS_ARGS.value:  # without them the config string stays that of the rows cached before the flag
                 arg += "," + ",".join(_OURS_ARGS.value)
                 method += f", {' '.join(_OURS_ARGS.value)}"
-            arg += recipe_args()
+            arg += recipe_args(from_scratch=True)
         elif kind == "scratch":
             width = scratch_width(SIZES[size])
-            arg = f"dense,width={width},epochs={_EPOCHS.value},attack={_ATTACK.value}{recipe_args()}"
+            arg = f"dense,width={width},epochs={_EPOCHS.value},attack={_ATTACK.value}"
+            arg += recipe_args(from_scratch=True)
             method = (
                 f"ResNet20 of base width {width} (dense: 16) from scratch, fast adversarial training ({_ATTACK.value})"
             )
         else:
             epochs = _EPOCHS.value if kind == "densefull" else dense_epochs
-            arg = f"dense,epochs={epochs},attack={_ATTACK.value}{recipe_args()}"
+            arg = f"dense,epochs={epochs},attack={_ATTACK.value}{recipe_args(from_scratch=True)}"
             method = f"fast adversarial training ({_ATTACK.value}), no pruning"
-        method += _recipe_text()
+        method += _recipe_text(from_scratch=True)
         summary = trained_summary(train(row_dir, arg))
         method = method.replace(_ATTACK.value, _attack_text(summary), 1)
         return {"model": os.path.join(row_dir, "stripped.keras"), **summary, "method": method}
@@ -352,7 +378,7 @@ def run_row(name, context):
             "fallback_at": tuned["fallback_at"],
             "final_attack": tuned["final_attack"],
             "jit_compile": {"dense": dense["jit_compile"], "finetune": tuned["jit_compile"]},
-            "method": f"dense {dense['epochs']} ep ({_attack_text(dense)}) + L1-norm filter pruning{allocation} + "
+            "method": f"dense {dense['epochs']} ep ({_attack_text(dense)}{_warmup_text()}) + L1-norm filter pruning{allocation} + "
             f"{tuned['epochs']} ep {_attack_text(tuned)}{_recipe_text()}",
         }
     if kind == "tfmot":
@@ -380,12 +406,13 @@ def run_ourswidths_row(row_dir, size, context):
     summary = trained_summary(
         train(
             os.path.join(row_dir, "train"),
-            f"dense,epochs={_EPOCHS.value},attack={_ATTACK.value},init_model={init_path}{recipe_args()}",
+            f"dense,epochs={_EPOCHS.value},attack={_ATTACK.value},init_model={init_path}"
+            f"{recipe_args(from_scratch=True)}",
         )
     )
     method = (
         f"the widths of ours_{size}, re-initialized and trained from scratch, "
-        f"fast adversarial training ({_attack_text(summary)}){_recipe_text()}"
+        f"fast adversarial training ({_attack_text(summary)}){_recipe_text(from_scratch=True)}"
     )
     return {"model": os.path.join(row_dir, "train", "stripped.keras"), **summary, "method": method}
 
@@ -477,7 +504,7 @@ def run_tfmot_row(row_dir, size, dense):
         "timed_epochs": dense["timed_epochs"] + peer.get("timed_epochs", peer["epochs"]),
         "catastrophic_overfitting_at": None,
         "jit_compile": {"dense": dense["jit_compile"], "finetune": False},  # tf_keras' step, never XLA-compiled
-        "method": f"dense {dense['epochs']} ep + TFMOT prune_low_magnitude during {peer['epochs']} ep {peer['attack']}"
+        "method": f"dense {dense['epochs']} ep{_warmup_text()} + TFMOT prune_low_magnitude during {peer['epochs']} ep {peer['attack']}"
         f"{_recipe_text()}",
     }
 
@@ -596,8 +623,10 @@ def markdown(rows):
 
 
 def table_suffix():
-    """`_coupled` for the coupled-decay table, "" for the decoupled one (its files were named before the flag)."""
-    return "_coupled" if _DECAY.value == "coupled" else ""
+    """`_coupled` for the coupled-decay table, "" for the decoupled one (its files were named before the flag),
+    then `_pgdwarmup<N>` with `--pgd_warmup=N`."""
+    suffix = "_coupled" if _DECAY.value == "coupled" else ""
+    return suffix + (f"_pgdwarmup{_PGD_WARMUP.value}" if _PGD_WARMUP.value else "")
 
 
 def model_file(name):
@@ -625,7 +654,7 @@ def previous_rows(header):
     if not os.path.exists(_OUT.value):
         return {}
     previous = _read_json(_OUT.value)
-    keys = sorted((set(header) | {"ours_args", "decay"}) - {"machine", "latency"})
+    keys = sorted((set(header) | {"ours_args", "decay", "pgd_warmup"}) - {"machine", "latency"})
     differing = [
         f"{k}: {previous.get(k)!r} there, {header.get(k)!r} here" for k in keys if previous.get(k) != header.get(k)
     ]
@@ -653,6 +682,7 @@ def _header(split):
         **({"ours_args": _OURS_ARGS.value} if _OURS_ARGS.value else {}),  # a variant is another table
         # Absent means decoupled, the rule of tables written before the flag, so their rows stay comparable.
         **({"decay": _DECAY.value} if _DECAY.value == "coupled" else {}),
+        **({"pgd_warmup": _PGD_WARMUP.value} if _PGD_WARMUP.value else {}),
     }
 
 
@@ -665,6 +695,12 @@ def main(argv):
     if not 0 < _FINETUNE_EPOCHS.value < _EPOCHS.value:
         raise app.UsageError(
             f"--finetune_epochs must be in [1, --epochs). Received: {_FINETUNE_EPOCHS.value} (epochs {_EPOCHS.value})"
+        )
+    dense_epochs = _EPOCHS.value - _FINETUNE_EPOCHS.value
+    if not 0 <= _PGD_WARMUP.value < dense_epochs:  # the shortest from-scratch run, dense, must reach --attack
+        raise app.UsageError(
+            f"--pgd_warmup must be in [0, --epochs - --finetune_epochs) = [0, {dense_epochs}). "
+            f"Received: {_PGD_WARMUP.value}"
         )
     # The row's own settings come from the table's flags; --ours_args only adds method options.
     owned = [a for a in _OURS_ARGS.value if "=" not in a or a.partition("=")[0] in OWNED_CONFIG_ARGS]

@@ -88,7 +88,13 @@ print(json.dumps({"workdir": paper_table._WORKDIR.value, "out": paper_table._OUT
 
 
 @pytest.mark.parametrize(
-    "flags,suffix", [([], "_coupled"), (["--decay=coupled"], "_coupled"), (["--decay=decoupled"], "")]
+    "flags,suffix",
+    [
+        ([], "_coupled"),
+        (["--decay=coupled"], "_coupled"),
+        (["--decay=decoupled"], ""),
+        (["--pgd_warmup=6"], "_coupled_pgdwarmup6"),  # a warm-up is another table
+    ],
 )
 def test_each_decay_rule_has_its_own_default_files(tmp_path, flags, suffix):
     out = _run_table_script(tmp_path, _PATHS_SCRIPT, *flags)
@@ -241,6 +247,29 @@ def test_decoupled_decay_reaches_every_trainer_run_of_a_row(tmp_path):
     configs = out["calls"][1::2]
     assert [c.endswith(",decay=decoupled") for c in configs] == [True, True, True]  # dense, ours, fine-tuning
     assert "weight decay" not in out["method"]
+
+
+def test_pgd_warmup_reaches_the_runs_from_scratch_not_the_fine_tuning(tmp_path):
+    out = _run_table_script(tmp_path, _L1WIDTHS_SCRIPT, "--pgd_warmup=6")
+    configs = dict(zip(out["calls"][::2], out["calls"][1::2]))
+    assert configs["dense"].endswith(",decay=coupled,pgd_warmup=6")
+    assert configs["ours_0.16M"].endswith(",decay=coupled,pgd_warmup=6")
+    assert configs["finetune"].endswith(",decay=coupled")  # starts from the robust dense model
+    assert out["method"].startswith("dense 3 ep (n_fgsm, PGD-2 for epochs 1-6) + L1-norm filter pruning")
+
+
+@pytest.mark.parametrize(
+    "flag,message",
+    [
+        ("--pgd_warmup=20", "--pgd_warmup must be in [0, --epochs - --finetune_epochs) = [0, 20). Received: 20"),
+        ("--ours_args=pgd_warmup=6", "['pgd_warmup=6'] set what the table sets itself"),
+    ],
+)
+def test_a_warmup_the_dense_row_cannot_finish_or_given_twice_is_refused_before_any_work(tmp_path, flag, message):
+    command = [sys.executable, "benchmarks/paper_table.py", flag, "--data_dir=unused", f"--workdir={tmp_path / 'r'}"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and message in result.stderr
+    assert not (tmp_path / "r").exists()
 
 
 _OURS_SCRIPT = r"""

@@ -5,7 +5,7 @@ accuracy lies more than `g` below the epoch's training accuracy (the accuracy on
 examples): the model fits its single-step attack and no other. This script reads the per-epoch histories of the
 full CIFAR-10 ResNet20 runs committed in `benchmarks/results/` and reports, per epoch, the gap and what happened
 in that epoch: a healthy single-step epoch, the collapse (the epoch the guard switched to PGD-2, or the run's
-recorded collapse), or an epoch trained with PGD-2 after it. It then says which epochs a threshold flags, so
+recorded collapse), an epoch trained with PGD-2 after it, or one of a PGD warm-up's first epochs. It then says which epochs a threshold flags, so
 that the threshold is chosen on measured runs and the false alarms it would raise are counted.
 
     python benchmarks/guard_attack_gap.py --out=benchmarks/results/guard_attack_gap.json
@@ -19,7 +19,8 @@ from absl import app, flags
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
-# (name, history file, trainer report or None, 1-based collapse epoch when no report or history records it).
+# (name, history file, trainer report or None, 1-based collapse epoch when no report or history records it[,
+# PGD warm-up epochs when the run had them]).
 SOURCES = (
     ("dense, decoupled decay, N-FGSM", "paper_table_dense_trainer_report.json", None, None),
     ("dense, coupled decay, N-FGSM", "paper_table_coupled_dense_trainer_report.json", None, None),
@@ -50,6 +51,8 @@ SOURCES = (
     ("densefull, N-FGSM, 30-epoch schedule (stopped)", "densefull_30ep_nfgsm_stopped_history.csv", None, 4),
     # The freeze test (ours at 0.04M, gates frozen at epoch 19) on the eighteenth session's machine, stopped after 4.
     ("ours 0.04M, freeze at 19 (stopped)", "freeze19_0.04M_nfgsm_stopped_history.csv", None, 3),
+    # The densefull run again with PGD-2 for epochs 1-6 (the fifth element), then N-FGSM to epoch 30: no collapse.
+    ("densefull, PGD-2 warm-up 6, then N-FGSM", "pgd_warmup6_dense_30ep_history.csv", None, None, 6),
 )
 
 _OUT = _THRESHOLDS = None  # flag holders, defined by `define_flags`
@@ -88,7 +91,7 @@ def _history(path):
     return rows, epochs
 
 
-def epoch_gaps(name, history_path, report_path=None, collapse_epoch=None):
+def epoch_gaps(name, history_path, report_path=None, collapse_epoch=None, pgd_warmup_epochs=0):
     """The gap of every epoch of one run, with what happened in it.
 
     Args:
@@ -97,10 +100,11 @@ def epoch_gaps(name, history_path, report_path=None, collapse_epoch=None):
         report_path: Optional trainer report whose `epochs.fallback_at` / `catastrophic_overfitting_at` give the
             collapse epoch (for a history file without the `catastrophic_overfitting` column).
         collapse_epoch: Optional 1-based collapse epoch, for a run with neither.
+        pgd_warmup_epochs: Int, the run's first epochs trained with PGD-K (`guard.pgd_warmup_epochs`).
 
     Returns:
         A list of dicts with `run`, `epoch` (1-based), `train_acc`, `probe_pgd_acc`, `gap` and `phase`:
-        `"single-step"` (healthy), `"collapse"` or `"after fallback"` (trained with PGD-K).
+        `"PGD warm-up"`, `"single-step"` (healthy), `"collapse"` or `"after fallback"` (trained with PGD-K).
     """
     rows, epochs = _history(history_path)
     if collapse_epoch is None and report_path is not None:
@@ -112,7 +116,9 @@ def epoch_gaps(name, history_path, report_path=None, collapse_epoch=None):
         collapse_epoch = next((epoch for epoch, _, _, flagged in rows if flagged), None)
     result = []
     for epoch, train_acc, probe, _ in rows:
-        if collapse_epoch is None or epoch < collapse_epoch:
+        if epoch <= pgd_warmup_epochs:
+            phase = "PGD warm-up"
+        elif collapse_epoch is None or epoch < collapse_epoch:
             phase = "single-step"
         else:
             phase = "collapse" if epoch == collapse_epoch else "after fallback"
@@ -134,7 +140,7 @@ def summarize(epochs, thresholds):
         collapses missed, false alarms, each a list of `run@epoch`).
     """
     phases = {}
-    for phase in ("single-step", "collapse", "after fallback"):
+    for phase in ("PGD warm-up", "single-step", "collapse", "after fallback"):
         gaps = [e["gap"] for e in epochs if e["phase"] == phase]
         phases[phase] = dict(epochs=len(gaps), min_gap=min(gaps, default=None), max_gap=max(gaps, default=None))
     by_threshold = {}
@@ -152,8 +158,9 @@ def summarize(epochs, thresholds):
 def main(argv):
     del argv
     epochs = []
-    for name, history, report, collapse in SOURCES:
-        epochs += epoch_gaps(name, os.path.join(RESULTS, history), report and os.path.join(RESULTS, report), collapse)
+    for name, history, report, collapse, *warmup in SOURCES:
+        report = report and os.path.join(RESULTS, report)
+        epochs += epoch_gaps(name, os.path.join(RESULTS, history), report, collapse, *warmup)
     summary = summarize(epochs, [float(t) for t in _THRESHOLDS.value])
     result = dict(command="python benchmarks/guard_attack_gap.py --out=" + (_OUT.value or ""), epochs=epochs, **summary)
     for phase, stats in summary["phases"].items():

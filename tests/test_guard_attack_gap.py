@@ -37,6 +37,15 @@ def test_a_resumed_report_numbers_its_last_fit_from_the_end(gap_script, tmp_path
 
 
 def test_the_committed_histories_are_readable(gap_script):
-    for name, history, report, collapse in gap_script.SOURCES:
+    for name, history, report, collapse, *warmup in gap_script.SOURCES:
         path = os.path.join(gap_script.RESULTS, history)
-        assert gap_script.epoch_gaps(name, path, report and os.path.join(gap_script.RESULTS, report), collapse)
+        assert gap_script.epoch_gaps(name, path, report and os.path.join(gap_script.RESULTS, report), collapse, *warmup)
+
+
+def test_pgd_warmup_epochs_are_their_own_phase_not_healthy_single_step_ones(gap_script, tmp_path):
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,accuracy,probe_pgd_acc\n0,0.15,0.22\n1,0.24,0.23\n2,0.30,0.29\n")
+    epochs = gap_script.epoch_gaps("warm", str(history), pgd_warmup_epochs=2)
+    assert [e["phase"] for e in epochs] == ["PGD warm-up", "PGD warm-up", "single-step"]
+    summary = gap_script.summarize(epochs, [0.2])
+    assert summary["phases"]["PGD warm-up"]["epochs"] == 2 and summary["phases"]["single-step"]["epochs"] == 1

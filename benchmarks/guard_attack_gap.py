@@ -5,8 +5,9 @@ accuracy lies more than `g` below the epoch's training accuracy (the accuracy on
 examples): the model fits its single-step attack and no other. This script reads the per-epoch histories of the
 full CIFAR-10 ResNet20 runs committed in `benchmarks/results/` and reports, per epoch, the gap and what happened
 in that epoch: a healthy single-step epoch, the collapse (the epoch the guard switched to PGD-2, or the run's
-recorded collapse), an epoch trained with PGD-2 after it, or one of a PGD warm-up's first epochs. It then says which epochs a threshold flags, so
-that the threshold is chosen on measured runs and the false alarms it would raise are counted.
+recorded collapse), an epoch trained with PGD-2 after it, or one of a PGD warm-up's first epochs. It then says
+which epochs a threshold flags, so that the threshold is chosen on measured runs and the false alarms it would
+raise are counted.
 
     python benchmarks/guard_attack_gap.py --out=benchmarks/results/guard_attack_gap.json
 """

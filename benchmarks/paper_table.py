@@ -378,8 +378,8 @@ def run_row(name, context):
             "fallback_at": tuned["fallback_at"],
             "final_attack": tuned["final_attack"],
             "jit_compile": {"dense": dense["jit_compile"], "finetune": tuned["jit_compile"]},
-            "method": f"dense {dense['epochs']} ep ({_attack_text(dense)}{_warmup_text()}) + L1-norm filter pruning{allocation} + "
-            f"{tuned['epochs']} ep {_attack_text(tuned)}{_recipe_text()}",
+            "method": f"dense {dense['epochs']} ep ({_attack_text(dense)}{_warmup_text()}) + L1-norm filter pruning"
+            f"{allocation} + {tuned['epochs']} ep {_attack_text(tuned)}{_recipe_text()}",
         }
     if kind == "tfmot":
         return run_tfmot_row(row_dir, size, dense)
@@ -504,8 +504,8 @@ def run_tfmot_row(row_dir, size, dense):
         "timed_epochs": dense["timed_epochs"] + peer.get("timed_epochs", peer["epochs"]),
         "catastrophic_overfitting_at": None,
         "jit_compile": {"dense": dense["jit_compile"], "finetune": False},  # tf_keras' step, never XLA-compiled
-        "method": f"dense {dense['epochs']} ep{_warmup_text()} + TFMOT prune_low_magnitude during {peer['epochs']} ep {peer['attack']}"
-        f"{_recipe_text()}",
+        "method": f"dense {dense['epochs']} ep{_warmup_text()} + TFMOT prune_low_magnitude during {peer['epochs']} "
+        f"ep {peer['attack']}{_recipe_text()}",
     }
 
 

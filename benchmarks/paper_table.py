@@ -58,7 +58,8 @@ random stream on any machine.
 (config arg `pgd_warmup=`, `guard.pgd_warmup_epochs`): every catastrophic
 overfitting on record came in a run's first 4 epochs. The peers' fine-tuning
 starts from the robust dense model and does not warm up again. A warm-up is
-another table, with files suffixed `_pgdwarmup<N>`.
+another table, with files suffixed `_pgdwarmup<N>`; so is another `--attack`
+(`_fgsmrs`, `_pgd2`).
 
 `--decay` sets the weight decay rule of every row (dense, ours, both peers'
 fine-tuning; config arg `decay=`): `coupled` (default) L2 on the gradients as
@@ -624,8 +625,11 @@ def markdown(rows):
 
 def table_suffix():
     """`_coupled` for the coupled-decay table, "" for the decoupled one (its files were named before the flag),
-    then `_pgdwarmup<N>` with `--pgd_warmup=N`."""
+    then the training attack unless it is the default N-FGSM (`_fgsmrs`, `_pgd2`), then `_pgdwarmup<N>` with
+    `--pgd_warmup=N`: each recipe writes its own files, so that no run resumes or overwrites another's."""
     suffix = "_coupled" if _DECAY.value == "coupled" else ""
+    if _ATTACK.value != _ATTACK.default:
+        suffix += "_" + _ATTACK.value.replace("_", "")
     return suffix + (f"_pgdwarmup{_PGD_WARMUP.value}" if _PGD_WARMUP.value else "")
 
 

@@ -94,9 +94,11 @@ print(json.dumps({"workdir": paper_table._WORKDIR.value, "out": paper_table._OUT
         (["--decay=coupled"], "_coupled"),
         (["--decay=decoupled"], ""),
         (["--pgd_warmup=6"], "_coupled_pgdwarmup6"),  # a warm-up is another table
+        (["--attack=fgsm_rs", "--pgd_warmup=6"], "_coupled_fgsmrs_pgdwarmup6"),  # so is another attack
+        (["--attack=pgd2", "--decay=decoupled"], "_pgd2"),
     ],
 )
-def test_each_decay_rule_has_its_own_default_files(tmp_path, flags, suffix):
+def test_each_recipe_has_its_own_default_files(tmp_path, flags, suffix):
     out = _run_table_script(tmp_path, _PATHS_SCRIPT, *flags)
     assert out["workdir"] == os.path.join(ROOT, "runs", f"paper_table{suffix}")
     assert out["out"] == os.path.join(ROOT, "benchmarks", "results", f"paper_table{suffix}.json")

@@ -12,10 +12,10 @@ raise are counted.
     python benchmarks/guard_attack_gap.py --out=benchmarks/results/guard_attack_gap.json
 """
 
-import csv
 import json
 import os
 
+import histories
 from absl import app, flags
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -69,27 +69,16 @@ def define_flags():
 def _history(path):
     """Per-epoch rows `(1-based epoch, training accuracy, probe accuracy, collapse flag or None)` of one file,
     and the trainer report's `epochs` section if the file is a report (else None)."""
-    if path.endswith(".csv"):
-        with open(path) as f:
-            rows = list(csv.DictReader(f))
-        return [
-            (
-                int(row["epoch"]) + 1,
-                float(row["accuracy"]),
-                float(row["probe_pgd_acc"]),
-                float(row["catastrophic_overfitting"]) > 0 if row.get("catastrophic_overfitting") else None,
-            )
-            for row in rows
-        ], None
-    with open(path) as f:
-        report = json.load(f)
-    history, epochs = report["history"], report["epochs"]
-    first = epochs["configured"] - len(history["accuracy"]) + 1  # a resumed run's history holds its last fit
-    rows = [
-        (first + i, float(acc), float(probe), None)
-        for i, (acc, probe) in enumerate(zip(history["accuracy"], history["probe_pgd_acc"]))
-    ]
-    return rows, epochs
+    rows, epochs = histories.read(path)
+    return [
+        (
+            row["epoch"],
+            row["accuracy"],
+            row["probe_pgd_acc"],
+            row["catastrophic_overfitting"] > 0 if "catastrophic_overfitting" in row else None,
+        )
+        for row in rows
+    ], epochs
 
 
 def epoch_gaps(name, history_path, report_path=None, collapse_epoch=None, pgd_warmup_epochs=0):

@@ -5,6 +5,7 @@ Fixtures live in conftest.py; plain functions live here, because conftest.py is 
 
 import importlib.util
 import os
+import sys
 
 import keras
 import numpy as np
@@ -12,11 +13,18 @@ import numpy as np
 import tfrobustprune
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCHMARKS = os.path.join(ROOT, "benchmarks")
 
 
 def load_benchmark(name):
-    """Imports `benchmarks/<name>.py` (not a package) as a module, so that tests can call its functions."""
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "benchmarks", f"{name}.py"))
+    """Imports `benchmarks/<name>.py` (not a package) as a module, so that tests can call its functions.
+
+    The benchmarks folder goes on `sys.path` first, as it is for a script run from it, so that a script's imports
+    of its sibling modules (e.g. `import histories`) resolve.
+    """
+    if BENCHMARKS not in sys.path:
+        sys.path.insert(0, BENCHMARKS)
+    spec = importlib.util.spec_from_file_location(name, os.path.join(BENCHMARKS, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -54,6 +54,8 @@ SOURCES = (
     ("ours 0.04M, freeze at 19 (stopped)", "freeze19_0.04M_nfgsm_stopped_history.csv", None, 3),
     # The densefull run again with PGD-2 for epochs 1-6 (the fifth element), then N-FGSM to epoch 30: no collapse.
     ("densefull, PGD-2 warm-up 6, then N-FGSM", "pgd_warmup6_dense_30ep_history.csv", None, None, 6),
+    # Ours at 0.16M with PGD-2 for epochs 1-6, then FGSM-RS to epoch 30 (twentieth session): no collapse.
+    ("ours 0.16M, PGD-2 warm-up 6, then FGSM-RS", "fgsm_rs_pgd_warmup6_ours_0.16M_30ep_history.csv", None, None, 6),
 )
 
 _OUT = _THRESHOLDS = None  # flag holders, defined by `define_flags`

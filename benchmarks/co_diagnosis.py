@@ -76,7 +76,7 @@ def co_verdict(natural, training_attack, fgsm, pgd10, pgd_floor=0.05, single_ste
     )
 
 
-def diagnose(network, attack_name, epsilon, step, x, y, pgd_steps=10, seed=0):
+def diagnose(network, attack_name, epsilon, step, x, y, pgd_steps=10, seed=0, noise=None):
     """Accuracies of a network on images: natural, its training attack, FGSM and PGD-10.
 
     Args:
@@ -88,6 +88,7 @@ def diagnose(network, attack_name, epsilon, step, x, y, pgd_steps=10, seed=0):
         y: Int labels.
         pgd_steps: Int, iterations of a "pgd" training attack.
         seed: Int, random starts.
+        noise: Float or None (2 * epsilon), an "n_fgsm" training attack's noise half-width.
 
     Returns:
         Dict of accuracies and the verdict.
@@ -102,7 +103,7 @@ def diagnose(network, attack_name, epsilon, step, x, y, pgd_steps=10, seed=0):
     padded = attacks.pad_batch(np.arange(len(y)))
     images = tf.constant(x[padded].astype("float32") / 255.0)
     loss_of = attacks.cross_entropy_of(network, tf.constant(y[padded]), training=False)
-    attacked = attacks.make_training_attack(attack_name, epsilon, step, pgd_steps)(
+    attacked = attacks.make_training_attack(attack_name, epsilon, step, pgd_steps, noise)(
         loss_of, images, tf.constant([seed, 0], tf.int64)
     )
     predictions = np.argmax(network.predict(attacked, batch_size=256, verbose=0), -1)[: len(y)]
@@ -195,6 +196,7 @@ def main(argv):
     with open(metadata_path) as f:
         epoch = json.load(f).get("epoch")
     name, step, pgd_steps, fallback_at = attack_in_force(config, _WORKDIR.value)
+    noise = (config_check.optional(config, "attack.noise") or None) if name == "n_fgsm" else None
     result = {
         "command": " ".join(sys.argv),
         "workdir": os.path.abspath(_WORKDIR.value),
@@ -207,7 +209,9 @@ def main(argv):
     }
     n = _SIZE.value
     for part, x, y in (("train", split.x_train[:n], split.y_train[:n]), ("val", split.x_val[:n], split.y_val[:n])):
-        result[part] = diagnose(model.network, name, config.attack.epsilon, step, x, y, pgd_steps=pgd_steps)
+        result[part] = diagnose(
+            model.network, name, config.attack.epsilon, step, x, y, pgd_steps=pgd_steps, noise=noise
+        )
         logging.info("%s: %s", part, result[part])
     print(json.dumps(result, indent=2))
     if _OUT.value:

@@ -26,7 +26,9 @@ accuracy at the level of natural validation accuracy, PGD-5 probe accuracy
 0.6-2%), at peak learning rates 0.2 and 0.1 alike, and again at 0.2 with coupled
 weight decay (epoch 2, PGD-5 probe 0.2%); `attack=fgsm_rs` restores it.
 `attack=pgd2` (any `pgdK`) trains with K-step PGD, step eps / K, from the start:
-1.5x the cost of an N-FGSM epoch for K = 2.
+1.5x the cost of an N-FGSM epoch for K = 2. `noise_eps=K` sets N-FGSM's noise
+half-width to K eps (default 2; de Jorge et al. also study 1 and 3;
+`config.attack.noise`).
 
 The gates' method (measured on full CIFAR-10 in BENCHMARKS.md, the paper table):
 `gate_start=N` trains N dense epochs before the hardware loss starts (default: a
@@ -91,7 +93,8 @@ def get_config(arg=None):
     epochs before the hardware loss starts; default a third of the epochs, 0 a one-epoch warm-up),
     `importance=P` (the gates' `importance_pressure`), `center=0|1` (their `center_task_gradient`),
     `width=W` (the ResNet20's base width, 16 by default; e.g. `dense,width=6` trains a uniformly narrow one),
-    `pgd_warmup=N` (the first N epochs with PGD-2, then the single-step attack; `guard.pgd_warmup_epochs`)."""
+    `pgd_warmup=N` (the first N epochs with PGD-2, then the single-step attack; `guard.pgd_warmup_epochs`),
+    `noise_eps=K` (N-FGSM's noise half-width in eps; 0: its default, 2)."""
     arg = common.parse_arg(
         arg,
         **GATE_METHOD,
@@ -108,6 +111,7 @@ def get_config(arg=None):
         gate_start=-1,  # -1: a third of the epochs (none for `dense` and `quick`)
         width=16,
         pgd_warmup=0,
+        noise_eps=0.0,
     )
     if arg.width < 1:
         raise ValueError(f"Config arg 'width' must be >= 1. Received: width={arg.width}")
@@ -127,7 +131,14 @@ def get_config(arg=None):
     config.gates = dict(min_channels=1, min_fraction=0.1, init_logit=1.0)
 
     # Adversarial training section
-    config.attack = dict(name=arg.attack, epsilon=8 / 255, step=0.0, pgd_steps=10)  # step 0: the attack's default
+    # step 0, noise 0: the attack's default (noise: N-FGSM's half-width, 2 eps)
+    config.attack = dict(name=arg.attack, epsilon=8 / 255, step=0.0, pgd_steps=10, noise=0.0)
+    if arg.noise_eps < 0 or (arg.noise_eps and arg.attack != "n_fgsm"):
+        raise ValueError(
+            f"Config arg 'noise_eps' must be >= 0, and 0 unless attack=n_fgsm. Received: noise_eps={arg.noise_eps}, "
+            f"attack={arg.attack}"
+        )
+    config.attack.noise = arg.noise_eps * config.attack.epsilon
     pgd_k = re.fullmatch(r"pgd(\d+)", arg.attack)
     if pgd_k:  # `attack=pgdK`: K-step PGD with step eps / K (the guard's fallback attack), e.g. pgd2
         steps = int(pgd_k.group(1))

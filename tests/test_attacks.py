@@ -62,3 +62,22 @@ def test_pgd_k_splits_the_budget_into_k_steps():
             attacks.pgd_k(EPS, bad)
     with pytest.raises(ValueError, match=r"Received: epsilon=8"):
         attacks.pgd_k(8, 2)
+
+
+def test_n_fgsm_noise_sets_the_random_start_and_belongs_to_n_fgsm_alone(loss_of, images):
+    x = tf.constant(images)
+    # noise 0: no random start, so N-FGSM is one unprojected FGSM step of size eps.
+    no_noise = attacks.make_training_attack("n_fgsm", EPS, noise=0.0)(loss_of, x).numpy()
+    fgsm = attacks.fgsm(loss_of, x, EPS).numpy()
+    np.testing.assert_allclose(no_noise, fgsm, atol=1e-6)
+    seed = tf.constant([3, 4])
+    one_eps = attacks.make_training_attack("n_fgsm", EPS, noise=EPS)(loss_of, x, seed=seed).numpy()
+    assert np.abs(one_eps - images).max() <= 2 * EPS + 1e-6  # noise eps + step eps
+    assert np.abs(one_eps - images).max() > 1.5 * EPS
+    default = attacks.make_training_attack("n_fgsm", EPS)(loss_of, x, seed=seed).numpy()
+    two_eps = attacks.make_training_attack("n_fgsm", EPS, noise=2 * EPS)(loss_of, x, seed=seed).numpy()
+    np.testing.assert_array_equal(default, two_eps)  # None is the paper's 2 eps
+    with pytest.raises(ValueError, match=r"N-FGSM's alone.*Received: attack='fgsm_rs', noise=0.03"):
+        attacks.make_training_attack("fgsm_rs", EPS, noise=0.03)
+    with pytest.raises(ValueError, match=r"Received: noise=-0.1"):
+        attacks.make_training_attack("n_fgsm", EPS, noise=-0.1)

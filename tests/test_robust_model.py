@@ -470,7 +470,8 @@ class _EpochAttacks(keras.callbacks.Callback):
 @pytest.mark.parametrize("epochs", [3, 1])
 def test_pgd_warmup_trains_the_first_epochs_with_pgd_then_the_own_attack(sample, monkeypatch, epochs):
     keras.utils.set_random_seed(0)
-    model = _compiled(tfrobustprune.gate(tfrobustprune.models.cifar_resnet(depth=8, width=4)), attack="n_fgsm")
+    network = tfrobustprune.gate(tfrobustprune.models.cifar_resnet(depth=8, width=4))
+    model = _compiled(network, attack="n_fgsm", noise=4 / 255)
     pgd_traces = []
     real_pgd = attacks.pgd
     monkeypatch.setattr(attacks, "pgd", lambda *a, **k: pgd_traces.append(k) or real_pgd(*a, **k))
@@ -481,6 +482,7 @@ def test_pgd_warmup_trains_the_first_epochs_with_pgd_then_the_own_attack(sample,
     assert seen.attacks == [("pgd", 2), ("pgd", 2), ("n_fgsm", None)][:epochs]
     assert pgd_traces  # the step was traced with PGD, not only relabelled
     assert model.attack == "n_fgsm" and callback.fallback_at is None  # a fit ending inside the warm-up too
+    assert model.noise == pytest.approx(4 / 255)  # the own attack comes back with its noise
 
 
 def test_pgd_warmup_leaves_pgd_and_natural_training_alone_and_checks_its_arguments(sample):
@@ -536,3 +538,17 @@ def test_robust_prune_model_config_round_trip(tiny_gated_model):
         RobustPruneModel(tiny_gated_model, importance_pressure=0.5, center_task_gradient=True).get_config()
     )
     assert (other.importance_pressure, other.center_task_gradient) == (0.5, True)
+    assert (clone.noise, other.noise) == (None, None)
+    noisy = RobustPruneModel.from_config(
+        RobustPruneModel(tiny_gated_model, attack="n_fgsm", noise=4 / 255).get_config()
+    )
+    assert noisy.noise == pytest.approx(4 / 255)
+
+
+def test_set_training_attack_keeps_the_old_attack_when_the_new_one_is_refused(tiny_gated_model):
+    model = RobustPruneModel(tiny_gated_model, attack="n_fgsm", noise=4 / 255)
+    with pytest.raises(ValueError, match=r"N-FGSM's alone.*Received: attack='pgd'"):
+        model.set_training_attack("pgd", step=2 / 255, pgd_steps=2, noise=4 / 255)
+    assert (model.attack, model.step, model.pgd_steps, model.noise) == ("n_fgsm", None, 10, pytest.approx(4 / 255))
+    model.set_training_attack("pgd", step=4 / 255, pgd_steps=2)
+    assert (model.attack, model.pgd_steps, model.noise) == ("pgd", 2, None)

@@ -233,6 +233,30 @@ def test_resnet20_config_pgd_k_attack():
     assert resnet20_cifar10.get_config("attack=n_fgsm").attack.pgd_steps == 10
 
 
+def test_n_fgsm_noise_config_arg_reaches_the_model_and_older_configs_keep_the_default():
+    from configs import resnet20_cifar10
+    from tfrobustprune import config_check
+
+    config = resnet20_cifar10.get_config("noise_eps=1")
+    assert config.attack.noise == pytest.approx(config.attack.epsilon)
+    config_check.validate(config)
+    assert train_lib.build_model(config, 10, steps_per_epoch=4).noise == pytest.approx(8 / 255)
+    default = resnet20_cifar10.get_config("")
+    assert default.attack.noise == 0.0 and train_lib.build_model(default, 10, steps_per_epoch=4).noise is None
+    del default.attack["noise"]  # a config written before the field: N-FGSM's 2 eps
+    config_check.validate(default)
+    assert train_lib.config_changes(default, resnet20_cifar10.get_config("")) == []
+    with pytest.raises(ValueError, match=r"'noise_eps' must be >= 0, and 0 unless attack=n_fgsm.*attack=fgsm_rs"):
+        resnet20_cifar10.get_config("attack=fgsm_rs,noise_eps=1")
+    fgsm_rs = resnet20_cifar10.get_config("attack=fgsm_rs")
+    fgsm_rs.attack.noise = 0.01
+    with pytest.raises(ConfigError, match=r"config.attack.noise: expected 0 unless attack.name is 'n_fgsm'"):
+        config_check.validate(fgsm_rs)
+    fgsm_rs.attack.name, fgsm_rs.attack.noise = "n_fgsm", 2.0
+    with pytest.raises(ConfigError, match=r"config.attack.noise: expected a half-width in \[0, 1\].*Received: 2.0"):
+        config_check.validate(fgsm_rs)
+
+
 def _strip_at_freeze_config():
     config = _shrink(quickstart.get_config("epochs=3"), probe_size=0)  # no guard: a tiny run may "collapse"
     config.train.freeze_epoch, config.train.strip_at_freeze = 2, True

@@ -158,7 +158,7 @@ def pgd_k(epsilon, steps):
     return {"attack": "pgd", "step": epsilon / int(steps), "pgd_steps": int(steps)}
 
 
-def make_training_attack(name, epsilon, step=None, steps=10):
+def make_training_attack(name, epsilon, step=None, steps=10, noise=None):
     """Returns `attack(loss_of, x) -> x_adv` for the named training attack.
 
     Args:
@@ -166,6 +166,8 @@ def make_training_attack(name, epsilon, step=None, steps=10):
         epsilon: Float in [0, 1], L-infinity budget in pixels.
         step: Float step size, or None for `default_step(name, epsilon)`.
         steps: Int, PGD iterations (only for "pgd").
+        noise: Float in [0, 1], half-width of N-FGSM's uniform noise in pixels, or None for
+            `2 * epsilon` (de Jorge et al., 2022, who also study 1 and 3 eps). Only for "n_fgsm".
 
     Returns:
         A callable `attack(loss_of, x, seed=None)`; `seed` is an optional
@@ -175,7 +177,13 @@ def make_training_attack(name, epsilon, step=None, steps=10):
         raise ValueError(f"`attack` must be one of {ATTACKS}. Received: attack={name!r}")
     if not 0.0 <= epsilon <= 1.0:
         raise ValueError(f"`epsilon` must be in [0, 1] (pixel units, e.g. 8/255). Received: epsilon={epsilon}")
+    if noise is not None:
+        if name != "n_fgsm":
+            raise ValueError(f"`noise` is N-FGSM's alone (attack='n_fgsm'). Received: attack={name!r}, noise={noise}")
+        if not 0.0 <= noise <= 1.0:
+            raise ValueError(f"`noise` must be in [0, 1] (pixel units, e.g. 16/255). Received: noise={noise}")
     step = default_step(name, epsilon) if step is None else float(step)
+    noise = 2.0 * epsilon if noise is None else float(noise)
     if name == "none" or epsilon == 0.0:
         return lambda loss_of, x, seed=None: x
     if name == "fgsm":
@@ -183,7 +191,7 @@ def make_training_attack(name, epsilon, step=None, steps=10):
     if name == "fgsm_rs":
         return lambda loss_of, x, seed=None: fgsm_rs(loss_of, x, epsilon, step, seed)
     if name == "n_fgsm":
-        return lambda loss_of, x, seed=None: n_fgsm(loss_of, x, epsilon, step, 2.0 * epsilon, seed)
+        return lambda loss_of, x, seed=None: n_fgsm(loss_of, x, epsilon, step, noise, seed)
     return lambda loss_of, x, seed=None: pgd(loss_of, x, epsilon, step, steps, seed=seed)
 
 

@@ -191,7 +191,7 @@ class RobustPruneCallback(keras.callbacks.Callback):
         # The model's own single-step attack, which the PGD warm-up replaces for its first epochs (None: nothing to warm).
         model = self.model
         single_step = self.pgd_warmup_epochs and model.attack not in ("pgd", "none")
-        self._own_attack = dict(attack=model.attack, step=model.step) if single_step else None
+        self._own_attack = dict(attack=model.attack, step=model.step, noise=model.noise) if single_step else None
         self._load_state()
 
     @staticmethod

@@ -15,6 +15,7 @@ OPTIONAL_FIELDS = {
     "deterministic": False,
     "init_model": "",
     "model.width": 16,
+    "attack.noise": 0.0,
     "train.weight_decay_mode": "decoupled",
     "train.cost_sensitivity": 1.0,
     "train.importance_pressure": 0.0,
@@ -134,6 +135,9 @@ def validate(config):
     _require(0.0 <= epsilon <= 64 / 255, "attack.epsilon", "a budget in [0, 64/255] pixels (e.g. 8/255)", epsilon)
     step = _number(config, "attack.step")
     _require(0.0 <= step <= 1.0, "attack.step", "a step in [0, 1] pixels (0: the attack's default)", step)
+    noise = _optional_number(config, "attack.noise")
+    _require(0.0 <= noise <= 1.0, "attack.noise", "a half-width in [0, 1] pixels (0: the attack's default)", noise)
+    _require(noise == 0.0 or attack == "n_fgsm", "attack.noise", "0 unless attack.name is 'n_fgsm'", noise)
     pgd_steps = _get(config, "attack.pgd_steps")
     _require(
         isinstance(pgd_steps, int) and 1 <= pgd_steps <= 1000, "attack.pgd_steps", "an integer in [1, 1000]", pgd_steps

@@ -92,6 +92,7 @@ class RobustPruneModel(keras.Model):
         step: Float or None; None picks the attack's usual step (1.25 * eps for
             fgsm_rs, eps for n_fgsm, min(2/255, eps/4) for pgd).
         pgd_steps: Int, iterations of the "pgd" training attack.
+        noise: Float or None (2 * epsilon), half-width of the "n_fgsm" attack's uniform noise in pixels.
         cost_metric: "params" or "macs".
         target_ratio: Float in (0, 1], target cost relative to the dense network.
         hw_lambda: Float >= 0, initial weight of the hardware loss; while it
@@ -128,6 +129,7 @@ class RobustPruneModel(keras.Model):
         epsilon=8 / 255,
         step=None,
         pgd_steps=10,
+        noise=None,
         cost_metric="macs",
         target_ratio=0.5,
         hw_lambda=0.0,
@@ -173,6 +175,7 @@ class RobustPruneModel(keras.Model):
             raise ValueError(f"`weight_decay` must be >= 0. Received: weight_decay={weight_decay}")
         self.network = network
         self.attack, self.epsilon, self.step, self.pgd_steps = attack, float(epsilon), step, int(pgd_steps)
+        self.noise = None if noise is None else float(noise)
         self.cost_metric, self.target_ratio = cost_metric, float(target_ratio)
         self.initial_hw_lambda, self.gate_learning_rate = float(hw_lambda), float(gate_learning_rate)
         self.hw_loss, self.cost_sensitivity = hw_loss, float(cost_sensitivity)
@@ -189,7 +192,7 @@ class RobustPruneModel(keras.Model):
         # variable saved by checkpoints, so a resumed run draws the same noise as an uninterrupted one.
         self.seed = int(seed)
         self.attack_counter = keras.Variable(0, dtype="int64", trainable=False, name="attack_counter")
-        self._attack_fn = attacks_lib.make_training_attack(attack, self.epsilon, step, pgd_steps)
+        self._attack_fn = attacks_lib.make_training_attack(attack, self.epsilon, step, pgd_steps, self.noise)
         self.hw_lambda = keras.Variable(self.initial_hw_lambda, trainable=False, name="hw_lambda")
         # The cost ratio the hardware loss pulls toward now; `RobustPruneCallback` can glide it from 1 down to
         # `target_ratio` so channels close a few at a time instead of all in the first epoch of the loss.
@@ -203,23 +206,24 @@ class RobustPruneModel(keras.Model):
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self.built = True  # the network is a built functional model
 
-    def set_training_attack(self, attack, step=None, pgd_steps=None):
+    def set_training_attack(self, attack, step=None, pgd_steps=None, noise=None):
         """Switches the attack of the training step, e.g. to PGD-2 after catastrophic overfitting.
 
         Args:
             attack: One of `attacks.ATTACKS`.
             step: Float or None (the attack's usual step).
             pgd_steps: Int or None (keep the current), iterations of "pgd".
+            noise: Float or None (2 * epsilon), half-width of the "n_fgsm" attack's noise; only for "n_fgsm".
 
         Raises:
-            ValueError: for an unknown attack.
+            ValueError: for an unknown attack, or `noise` with another attack than "n_fgsm".
         """
         if attack not in attacks_lib.ATTACKS:
             raise ValueError(f"`attack` must be one of {attacks_lib.ATTACKS}. Received: attack={attack!r}")
-        self.attack, self.step = attack, step
-        if pgd_steps is not None:
-            self.pgd_steps = int(pgd_steps)
-        self._attack_fn = attacks_lib.make_training_attack(attack, self.epsilon, step, self.pgd_steps)
+        pgd_steps = self.pgd_steps if pgd_steps is None else int(pgd_steps)
+        self._attack_fn = attacks_lib.make_training_attack(attack, self.epsilon, step, pgd_steps, noise)
+        self.attack, self.step, self.pgd_steps = attack, step, pgd_steps
+        self.noise = None if noise is None else float(noise)
         if self.train_function is not None:  # `fit` calls `self.train_function` afresh every step
             self.make_train_function(force=True)
 
@@ -425,6 +429,7 @@ class RobustPruneModel(keras.Model):
             "epsilon": self.epsilon,
             "step": self.step,
             "pgd_steps": self.pgd_steps,
+            "noise": self.noise,
             "cost_metric": self.cost_metric,
             "target_ratio": self.target_ratio,
             "hw_lambda": self.initial_hw_lambda,

@@ -96,6 +96,7 @@ def build_model(config, num_classes, steps_per_epoch, base=None, target_ratio=No
         epsilon=config.attack.epsilon,
         step=config.attack.step or None,
         pgd_steps=config.attack.pgd_steps,
+        noise=config_check.optional(config, "attack.noise") or None,
         cost_metric=train.cost,
         target_ratio=target_ratio,
         gate_learning_rate=train.gate_learning_rate,

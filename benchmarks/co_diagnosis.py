@@ -5,8 +5,9 @@ epoch; also after a crash or a stop) with the run's config, and measures on the 
 validation images:
 
 - natural accuracy;
-- accuracy on the images of the run's training attack at that checkpoint (e.g. N-FGSM; PGD-K after the guard's
-  fallback, whose checkpoint holds the restored weights), crafted with BN in inference mode;
+- accuracy on the images of the run's training attack at that checkpoint (e.g. N-FGSM with the config's noise;
+  PGD-K inside the PGD warm-up and after the guard's fallback, whose checkpoint holds the restored weights),
+  crafted with BN in inference mode;
 - FGSM accuracy (no random start) and PGD-10 accuracy (step 2/255, random start), eps from the config.
 
 Catastrophic overfitting (Wong et al., 2020) shows as a model that single-step attacks (FGSM, the training
@@ -21,6 +22,7 @@ training attack keeps at least half of the natural accuracy.
 import json
 import os
 import sys
+from typing import NamedTuple
 
 import numpy as np
 from absl import app, flags, logging
@@ -120,13 +122,43 @@ def diagnose(network, attack_name, epsilon, step, x, y, pgd_steps=10, seed=0, no
     return result
 
 
-def attack_in_force(config, workdir):
-    """`(name, step, pgd_steps, fallback_at)` of the attack the run trained with at its last checkpoint.
+class AttackInForce(NamedTuple):
+    """The attack a run trained with at a checkpoint.
+
+    Attributes:
+        name: Str, an `attacks.ATTACKS` name.
+        step: Float or None (the attack's default step).
+        pgd_steps: Int, iterations of a "pgd" attack.
+        noise: Float or None (2 eps), an "n_fgsm" attack's noise half-width.
+        reason: Str, why this attack: "config" (`config.attack`), "pgd_warmup" (the checkpoint lies inside
+            `guard.pgd_warmup_epochs`) or "fallback" (the guard's switch to PGD, for good).
+        fallback_at: Int or None, the 1-based epoch of the guard's fallback.
+    """
+
+    name: str
+    step: float | None
+    pgd_steps: int
+    noise: float | None
+    reason: str
+    fallback_at: int | None
+
+
+def attack_in_force(config, workdir, epoch):
+    """The attack the run trained its last epoch before the checkpoint with.
 
     After the guard's fallback (`guard.fallback_steps`, recorded in `backup/guard.json`) that is PGD-K with
-    step eps / K, not `config.attack`; `fallback_at` is the 1-based epoch of the switch, or None.
+    step eps / K, not `config.attack`; so it is inside the PGD warm-up (`guard.pgd_warmup_epochs`), whose
+    attack is the same PGD-K.
+
+    Args:
+        config: The run's config.
+        workdir: Str, the trainer's --workdir.
+        epoch: Int, the epochs completed at the checkpoint (its `training_metadata.json`).
+
+    Returns:
+        An `AttackInForce`.
     """
-    from tfrobustprune import attacks
+    from tfrobustprune import attacks, config_check
 
     attack = config.attack
     guard_path = os.path.join(workdir, "backup", "guard.json")
@@ -134,10 +166,13 @@ def attack_in_force(config, workdir):
     if os.path.exists(guard_path):
         with open(guard_path) as f:
             fallback_at = json.load(f).get("fallback_at")
-    if fallback_at is None:
-        return attack.name, attack.step or None, attack.pgd_steps, None
-    fallback = attacks.pgd_k(attack.epsilon, config.guard.fallback_steps)
-    return fallback["attack"], fallback["step"], fallback["pgd_steps"], fallback_at + 1
+    warmup = config_check.optional(config, "guard.pgd_warmup_epochs") or 0
+    if fallback_at is not None or (attack.name not in ("pgd", "none") and epoch <= warmup):
+        pgd = attacks.pgd_k(attack.epsilon, config.guard.fallback_steps)
+        reason, at = ("fallback", fallback_at + 1) if fallback_at is not None else ("pgd_warmup", None)
+        return AttackInForce(pgd["attack"], pgd["step"], pgd["pgd_steps"], None, reason, at)
+    noise = (config_check.optional(config, "attack.noise") or None) if attack.name == "n_fgsm" else None
+    return AttackInForce(attack.name, attack.step or None, attack.pgd_steps, noise, "config", None)
 
 
 def load_checkpoint(model, checkpoint):
@@ -195,22 +230,30 @@ def main(argv):
     load_checkpoint(model, checkpoint)
     with open(metadata_path) as f:
         epoch = json.load(f).get("epoch")
-    name, step, pgd_steps, fallback_at = attack_in_force(config, _WORKDIR.value)
-    noise = (config_check.optional(config, "attack.noise") or None) if name == "n_fgsm" else None
+    attack = attack_in_force(config, _WORKDIR.value, epoch or 0)
     result = {
         "command": " ".join(sys.argv),
         "workdir": os.path.abspath(_WORKDIR.value),
         "checkpoint_epoch": epoch,  # Keras' BackupAndRestore records the number of completed epochs
-        "attack": name,
-        "attack_step": step,
-        "fallback_at": fallback_at,
+        "attack": attack.name,
+        "attack_step": attack.step,
+        "attack_noise": attack.noise,
+        "attack_reason": attack.reason,
+        "fallback_at": attack.fallback_at,
         "epsilon": config.attack.epsilon,
         "cost_ratio": model.cost_model.ratio(config.train.cost),
     }
     n = _SIZE.value
     for part, x, y in (("train", split.x_train[:n], split.y_train[:n]), ("val", split.x_val[:n], split.y_val[:n])):
         result[part] = diagnose(
-            model.network, name, config.attack.epsilon, step, x, y, pgd_steps=pgd_steps, noise=noise
+            model.network,
+            attack.name,
+            config.attack.epsilon,
+            attack.step,
+            x,
+            y,
+            pgd_steps=attack.pgd_steps,
+            noise=attack.noise,
         )
         logging.info("%s: %s", part, result[part])
     print(json.dumps(result, indent=2))

@@ -59,7 +59,7 @@ random stream on any machine.
 overfitting on record came in a run's first 4 epochs. The peers' fine-tuning
 starts from the robust dense model and does not warm up again. A warm-up is
 another table, with files suffixed `_pgdwarmup<N>`; so is another `--attack`
-(`_fgsmrs`, `_pgd2`).
+(`_fgsmrs`, `_pgd2`), and so are `--ours_args` (`noise_eps=1`: `_noiseeps1`).
 
 `--decay` sets the weight decay rule of every row (dense, ours, both peers'
 fine-tuning; config arg `decay=`): `coupled` (default) L2 on the gradients as
@@ -92,6 +92,7 @@ re-checked. Final models
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -626,11 +627,13 @@ def markdown(rows):
 def table_suffix():
     """`_coupled` for the coupled-decay table, "" for the decoupled one (its files were named before the flag),
     then the training attack unless it is the default N-FGSM (`_fgsmrs`, `_pgd2`), then `_pgdwarmup<N>` with
-    `--pgd_warmup=N`: each recipe writes its own files, so that no run resumes or overwrites another's."""
+    `--pgd_warmup=N`, then each `--ours_args` entry without its `_` and `=` (`noise_eps=1`: `_noiseeps1`):
+    each recipe writes its own files, so that no run resumes or overwrites another's (its model above all)."""
     suffix = "_coupled" if _DECAY.value == "coupled" else ""
     if _ATTACK.value != _ATTACK.default:
         suffix += "_" + _ATTACK.value.replace("_", "")
-    return suffix + (f"_pgdwarmup{_PGD_WARMUP.value}" if _PGD_WARMUP.value else "")
+    suffix += f"_pgdwarmup{_PGD_WARMUP.value}" if _PGD_WARMUP.value else ""
+    return suffix + "".join("_" + re.sub(r"[^0-9A-Za-z.]", "", arg) for arg in _OURS_ARGS.value)
 
 
 def model_file(name):

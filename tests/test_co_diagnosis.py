@@ -28,9 +28,27 @@ def test_attack_in_force_follows_the_guards_fallback(co_diagnosis, tmp_path):
     from configs import resnet20_cifar10
 
     config = resnet20_cifar10.get_config("attack=n_fgsm")
-    assert co_diagnosis.attack_in_force(config, str(tmp_path)) == ("n_fgsm", None, 10, None)
+    in_force = co_diagnosis.attack_in_force(config, str(tmp_path), epoch=5)
+    assert in_force == ("n_fgsm", None, 10, None, "config", None)
     os.makedirs(tmp_path / "backup")
     (tmp_path / "backup" / "guard.json").write_text(json.dumps({"best_acc": 0.2, "best_epoch": 1, "fallback_at": 3}))
-    name, step, steps, fallback_at = co_diagnosis.attack_in_force(config, str(tmp_path))
-    assert (name, steps, fallback_at) == ("pgd", config.guard.fallback_steps, 4)
-    assert step == pytest.approx(config.attack.epsilon / config.guard.fallback_steps)
+    in_force = co_diagnosis.attack_in_force(config, str(tmp_path), epoch=5)
+    assert (in_force.name, in_force.pgd_steps, in_force.reason, in_force.fallback_at) == (
+        "pgd",
+        config.guard.fallback_steps,
+        "fallback",
+        4,
+    )
+    assert in_force.step == pytest.approx(config.attack.epsilon / config.guard.fallback_steps)
+
+
+@pytest.mark.parametrize("epoch,expected", [(1, "pgd"), (6, "pgd"), (7, "n_fgsm")])
+def test_attack_in_force_follows_the_pgd_warmup(co_diagnosis, tmp_path, epoch, expected):
+    from configs import resnet20_cifar10
+
+    config = resnet20_cifar10.get_config("attack=n_fgsm,pgd_warmup=6,noise_eps=1")
+    in_force = co_diagnosis.attack_in_force(config, str(tmp_path), epoch=epoch)
+    assert in_force.name == expected
+    assert in_force.reason == ("pgd_warmup" if expected == "pgd" else "config")
+    # the noise the run chose reaches the rebuilt attack; PGD has none
+    assert in_force.noise == (pytest.approx(config.attack.epsilon) if expected == "n_fgsm" else None)

@@ -96,6 +96,9 @@ print(json.dumps({"workdir": paper_table._WORKDIR.value, "out": paper_table._OUT
         (["--pgd_warmup=6"], "_coupled_pgdwarmup6"),  # a warm-up is another table
         (["--attack=fgsm_rs", "--pgd_warmup=6"], "_coupled_fgsmrs_pgdwarmup6"),  # so is another attack
         (["--attack=pgd2", "--decay=decoupled"], "_pgd2"),
+        # a method variant too: its model must not overwrite the table's own
+        (["--pgd_warmup=6", "--ours_args=noise_eps=1"], "_coupled_pgdwarmup6_noiseeps1"),
+        (["--ours_args=sensitivity=0.0,gate_start=10"], "_coupled_sensitivity0.0_gatestart10"),
     ],
 )
 def test_each_recipe_has_its_own_default_files(tmp_path, flags, suffix):

@@ -71,7 +71,7 @@ def test_binary_end_to_end_on_a_tiny_subset(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     found = json.loads(out.read_text())
-    assert found["checkpoint_epoch"] == 2 and found["attack"] == "fgsm_rs"
+    assert found["checkpoint_epoch"] == 2 and found["attack"] == "fgsm_rs" and found["attack_reason"] == "config"
     assert found["val"]["natural"] == pytest.approx(report["validation"]["natural_accuracy"], abs=1.5 / 64)
     for split in ("train", "val"):
         assert found[split]["images"] == 64

@@ -56,6 +56,14 @@ SOURCES = (
     ("densefull, PGD-2 warm-up 6, then N-FGSM", "pgd_warmup6_dense_30ep_history.csv", None, None, 6),
     # Ours at 0.16M with PGD-2 for epochs 1-6, then FGSM-RS to epoch 30 (twentieth session): no collapse.
     ("ours 0.16M, PGD-2 warm-up 6, then FGSM-RS", "fgsm_rs_pgd_warmup6_ours_0.16M_30ep_history.csv", None, None, 6),
+    # The same with N-FGSM of noise 1 eps (twenty-second session): no collapse.
+    (
+        "ours 0.16M, PGD-2 warm-up 6, then N-FGSM noise 1 eps",
+        "n_fgsm_noise1_pgd_warmup6_ours_0.16M_30ep_history.csv",
+        None,
+        None,
+        6,
+    ),
 )
 
 _OUT = _THRESHOLDS = None  # flag holders, defined by `define_flags`

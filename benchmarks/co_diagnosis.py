@@ -147,8 +147,8 @@ def attack_in_force(config, workdir, epoch):
     """The attack the run trained its last epoch before the checkpoint with.
 
     After the guard's fallback (`guard.fallback_steps`, recorded in `backup/guard.json`) that is PGD-K with
-    step eps / K, not `config.attack`; so it is inside the PGD warm-up (`guard.pgd_warmup_epochs`), whose
-    attack is the same PGD-K.
+    step eps / K, not `config.attack`; so it is for a checkpoint inside the PGD warm-up
+    (`guard.pgd_warmup_epochs`), whose attack is the same PGD-K.
 
     Args:
         config: The run's config.
@@ -158,7 +158,7 @@ def attack_in_force(config, workdir, epoch):
     Returns:
         An `AttackInForce`.
     """
-    from tfrobustprune import attacks, config_check
+    from tfrobustprune import attacks, callback, config_check
 
     attack = config.attack
     guard_path = os.path.join(workdir, "backup", "guard.json")
@@ -167,11 +167,13 @@ def attack_in_force(config, workdir, epoch):
         with open(guard_path) as f:
             fallback_at = json.load(f).get("fallback_at")
     warmup = config_check.optional(config, "guard.pgd_warmup_epochs") or 0
-    if fallback_at is not None or (attack.name not in ("pgd", "none") and epoch <= warmup):
+    # `epoch` epochs completed: the last one, 0-based `epoch - 1`, was warm if below `warmup` (as in the callback).
+    if fallback_at is not None or (callback.pgd_warmup_replaces(attack.name, warmup) and epoch - 1 < warmup):
         pgd = attacks.pgd_k(attack.epsilon, config.guard.fallback_steps)
         reason, at = ("fallback", fallback_at + 1) if fallback_at is not None else ("pgd_warmup", None)
         return AttackInForce(pgd["attack"], pgd["step"], pgd["pgd_steps"], None, reason, at)
-    noise = (config_check.optional(config, "attack.noise") or None) if attack.name == "n_fgsm" else None
+    # As `train_lib.build_model` reads it; `config_check` keeps it 0 (None here) unless the attack is N-FGSM.
+    noise = config_check.optional(config, "attack.noise") or None
     return AttackInForce(attack.name, attack.step or None, attack.pgd_steps, noise, "config", None)
 
 

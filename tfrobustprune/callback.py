@@ -56,6 +56,25 @@ def target_schedule(epoch, target_ratio, start_epoch=0, glide_epochs=0):
     return float(target_ratio + (1.0 - target_ratio) * (1.0 - done) ** 3)
 
 
+def pgd_warmup_replaces(attack, pgd_warmup_epochs):
+    """Whether `RobustPruneCallback`'s PGD warm-up trains in place of `attack` in the first epochs.
+
+    Only single-step attacks are warmed up: "pgd" is multi-step already and "none" trains on clean images.
+
+    Args:
+        attack: Str, the model's training attack (`attacks.ATTACKS`).
+        pgd_warmup_epochs: Int, the callback's `pgd_warmup_epochs` (0: no warm-up).
+
+    Returns:
+        Bool.
+
+    Example:
+    >>> pgd_warmup_replaces("n_fgsm", 6), pgd_warmup_replaces("pgd", 6), pgd_warmup_replaces("n_fgsm", 0)
+    (True, False, False)
+    """
+    return bool(pgd_warmup_epochs) and attack not in ("pgd", "none")
+
+
 class RobustPruneCallback(keras.callbacks.Callback):
     """Drives a `RobustPruneModel` through `fit`: schedule, freeze, overfitting guard, logs.
 
@@ -190,7 +209,7 @@ class RobustPruneCallback(keras.callbacks.Callback):
             )
         # The model's own single-step attack, which the PGD warm-up replaces for its first epochs (None: nothing to warm).
         model = self.model
-        single_step = self.pgd_warmup_epochs and model.attack not in ("pgd", "none")
+        single_step = pgd_warmup_replaces(model.attack, self.pgd_warmup_epochs)
         self._own_attack = dict(attack=model.attack, step=model.step, noise=model.noise) if single_step else None
         self._load_state()
 

@@ -28,7 +28,9 @@ weight decay (epoch 2, PGD-5 probe 0.2%); `attack=fgsm_rs` restores it.
 `attack=pgd2` (any `pgdK`) trains with K-step PGD, step eps / K, from the start:
 1.5x the cost of an N-FGSM epoch for K = 2. `noise_eps=K` sets N-FGSM's noise
 half-width to K eps (default 2; de Jorge et al. also study 1 and 3;
-`config.attack.noise`).
+`config.attack.noise`). `step_eps=K` sets the step of N-FGSM or FGSM-RS to K eps
+(defaults 1 and 1.25; `config.attack.step`): `attack=fgsm_rs,step_eps=1` is N-FGSM
+with 1 eps of noise whose perturbation is then projected to the eps-ball.
 
 The gates' method (measured on full CIFAR-10 in BENCHMARKS.md, the paper table):
 `gate_start=N` trains N dense epochs before the hardware loss starts (default: a
@@ -94,7 +96,8 @@ def get_config(arg=None):
     `importance=P` (the gates' `importance_pressure`), `center=0|1` (their `center_task_gradient`),
     `width=W` (the ResNet20's base width, 16 by default; e.g. `dense,width=6` trains a uniformly narrow one),
     `pgd_warmup=N` (the first N epochs with PGD-2, then the single-step attack; `guard.pgd_warmup_epochs`),
-    `noise_eps=K` (N-FGSM's noise half-width in eps; 0: its default, 2)."""
+    `noise_eps=K` (N-FGSM's noise half-width in eps; 0: its default, 2),
+    `step_eps=K` (N-FGSM's or FGSM-RS's step in eps; 0: the attack's default, 1 or 1.25)."""
     arg = common.parse_arg(
         arg,
         **GATE_METHOD,
@@ -112,6 +115,7 @@ def get_config(arg=None):
         width=16,
         pgd_warmup=0,
         noise_eps=0.0,
+        step_eps=0.0,
     )
     if arg.width < 1:
         raise ValueError(f"Config arg 'width' must be >= 1. Received: width={arg.width}")
@@ -139,6 +143,12 @@ def get_config(arg=None):
             f"attack={arg.attack}"
         )
     config.attack.noise = arg.noise_eps * config.attack.epsilon
+    if arg.step_eps < 0 or (arg.step_eps and arg.attack not in ("n_fgsm", "fgsm_rs")):
+        raise ValueError(
+            f"Config arg 'step_eps' must be >= 0, and 0 unless attack=n_fgsm or fgsm_rs. Received: "
+            f"step_eps={arg.step_eps}, attack={arg.attack}"
+        )
+    config.attack.step = arg.step_eps * config.attack.epsilon
     pgd_k = re.fullmatch(r"pgd(\d+)", arg.attack)
     if pgd_k:  # `attack=pgdK`: K-step PGD with step eps / K (the guard's fallback attack), e.g. pgd2
         steps = int(pgd_k.group(1))

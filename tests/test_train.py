@@ -257,6 +257,29 @@ def test_n_fgsm_noise_config_arg_reaches_the_model_and_older_configs_keep_the_de
         config_check.validate(fgsm_rs)
 
 
+def test_step_eps_config_arg_sets_the_single_step_attacks_step_and_survives_the_pgd_warmup():
+    from configs import resnet20_cifar10
+    from tfrobustprune import config_check
+    from tfrobustprune.callback import RobustPruneCallback
+
+    config = resnet20_cifar10.get_config("attack=fgsm_rs,step_eps=1,pgd_warmup=1")
+    assert config.attack.step == pytest.approx(config.attack.epsilon)
+    config_check.validate(config)
+    model = train_lib.build_model(config, 10, steps_per_epoch=4)
+    assert (model.attack, model.step) == ("fgsm_rs", pytest.approx(8 / 255))
+    callback = RobustPruneCallback(fallback_steps=2, pgd_warmup_epochs=1, verbose=0)
+    callback.set_model(model)
+    callback.on_train_begin()
+    callback.on_epoch_begin(0)
+    assert model.attack == "pgd"
+    callback.on_epoch_begin(1)  # after the warm-up: FGSM-RS again, with the configured step, not its 1.25 eps
+    assert (model.attack, model.step) == ("fgsm_rs", pytest.approx(8 / 255))
+    assert resnet20_cifar10.get_config("attack=fgsm_rs").attack.step == 0.0  # 0: the attack's default
+    for bad in ("attack=pgd2,step_eps=1", "attack=fgsm_rs,step_eps=-1"):
+        with pytest.raises(ValueError, match=r"'step_eps' must be >= 0, and 0 unless attack=n_fgsm or fgsm_rs"):
+            resnet20_cifar10.get_config(bad)
+
+
 def _strip_at_freeze_config():
     config = _shrink(quickstart.get_config("epochs=3"), probe_size=0)  # no guard: a tiny run may "collapse"
     config.train.freeze_epoch, config.train.strip_at_freeze = 2, True

@@ -64,6 +64,8 @@ SOURCES = (
         None,
         6,
     ),
+    # Ours at 0.04M with PGD-2 for epochs 1-6, then FGSM-RS (twenty-third session): no collapse.
+    ("ours 0.04M, PGD-2 warm-up 6, then FGSM-RS", "fgsm_rs_pgd_warmup6_ours_0.04M_30ep_history.csv", None, None, 6),
 )
 
 _OUT = _THRESHOLDS = None  # flag holders, defined by `define_flags`

@@ -87,6 +87,17 @@ DENSE_GATE_METHOD = dict(
 )
 
 
+def _in_eps(arg, name, attacks):
+    """Config arg `name`, a multiple of eps that only `attacks` use: checked >= 0, and 0 for any other attack."""
+    value = arg[name]
+    if value < 0 or (value and arg.attack not in attacks):
+        raise ValueError(
+            f"Config arg '{name}' must be >= 0, and 0 unless attack={' or '.join(attacks)}. Received: "
+            f"{name}={value}, attack={arg.attack}"
+        )
+    return value
+
+
 def get_config(arg=None):
     """Returns the config; `arg`: `quick`, `dense`, `epochs=N`, `target=R`, `cost=params|macs`, `attack=NAME`,
     `lr=PEAK`, `init_model=PATH`,
@@ -137,18 +148,8 @@ def get_config(arg=None):
     # Adversarial training section
     # step 0, noise 0: the attack's default (noise: N-FGSM's half-width, 2 eps)
     config.attack = dict(name=arg.attack, epsilon=8 / 255, step=0.0, pgd_steps=10, noise=0.0)
-    if arg.noise_eps < 0 or (arg.noise_eps and arg.attack != "n_fgsm"):
-        raise ValueError(
-            f"Config arg 'noise_eps' must be >= 0, and 0 unless attack=n_fgsm. Received: noise_eps={arg.noise_eps}, "
-            f"attack={arg.attack}"
-        )
-    config.attack.noise = arg.noise_eps * config.attack.epsilon
-    if arg.step_eps < 0 or (arg.step_eps and arg.attack not in ("n_fgsm", "fgsm_rs")):
-        raise ValueError(
-            f"Config arg 'step_eps' must be >= 0, and 0 unless attack=n_fgsm or fgsm_rs. Received: "
-            f"step_eps={arg.step_eps}, attack={arg.attack}"
-        )
-    config.attack.step = arg.step_eps * config.attack.epsilon
+    config.attack.noise = _in_eps(arg, "noise_eps", ("n_fgsm",)) * config.attack.epsilon
+    config.attack.step = _in_eps(arg, "step_eps", ("n_fgsm", "fgsm_rs")) * config.attack.epsilon
     pgd_k = re.fullmatch(r"pgd(\d+)", arg.attack)
     if pgd_k:  # `attack=pgdK`: K-step PGD with step eps / K (the guard's fallback attack), e.g. pgd2
         steps = int(pgd_k.group(1))
